@@ -1,0 +1,323 @@
+"""One typed settings tree for every part of the product.
+
+Settings are read from ``configs/<profile>.yaml`` (profile ``local`` unless ``MLOPS_PROFILE`` says
+otherwise) and then overridden by environment variables named after the key path:
+``MLOPS_KAFKA__BOOTSTRAP_SERVERS`` overrides ``kafka.bootstrap_servers``. Every section forbids
+unknown keys, so a typo fails at start with a message naming the key and where it came from.
+
+Paths that are not set explicitly live under ``paths.data_dir`` (default ``./.mlops``), so one
+directory holds the broker's log, the MLflow store, the lake and the project's database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mlops.errors import ConfigError
+
+ENV_PREFIX = "MLOPS_"
+ENV_DELIMITER = "__"
+DEFAULT_PROFILE = "local"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathSettings(_Section):
+    data_dir: Path = Path(".mlops")
+    """Root of everything the product writes locally; relative paths resolve against the cwd."""
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Absolute, so that child processes started elsewhere agree on where everything lives.
+        return value.expanduser().resolve()
+
+
+class TopicSettings(_Section):
+    readings: str = "iot.readings"
+    labels: str = "iot.labels"
+    predictions: str = "iot.predictions"
+    dlq: str = "iot.readings.dlq"
+    model_events: str = "mlops.model-events"
+
+
+class PartitionSettings(_Section):
+    readings: int = Field(4, ge=1)
+    labels: int = Field(2, ge=1)
+    predictions: int = Field(4, ge=1)
+    dlq: int = Field(1, ge=1)
+    model_events: int = Field(1, ge=1)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    managed: bool = True
+    """True: ``mlops services up`` runs a local single-node KRaft broker. False: only check it answers."""
+    controller_port: int = Field(9093, ge=1, le=65535)
+    heap: str = "1g"
+    ready_timeout_s: float = Field(90.0, gt=0)
+    replication_factor: int = Field(1, ge=1)
+    topics: TopicSettings = TopicSettings()
+    partitions: PartitionSettings = PartitionSettings()
+    client: dict[str, str | int | float | bool] = {}
+    """Extra librdkafka properties for every client (e.g. security settings for a real cluster)."""
+
+    @property
+    def host(self) -> str:
+        return self.bootstrap_servers.split(",")[0].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _has_port(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str = "http://127.0.0.1:5000"
+    managed: bool = True
+    """True: ``mlops services up`` runs ``mlflow server`` locally. False: only check it answers."""
+    backend_store_uri: str | None = None
+    """Default: SQLite file under the data directory."""
+    artifacts_destination: str | None = None
+    """Default: directory under the data directory."""
+    registered_model: str = "iot-failure"
+    experiment: str = "iot-failure"
+    workers: int = Field(1, ge=1)
+    ready_timeout_s: float = Field(120.0, gt=0)
+
+    @property
+    def host(self) -> str:
+        return self.tracking_uri.split("://", 1)[-1].split(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        rest = self.tracking_uri.split("://", 1)[-1]
+        return int(rest.split(":", 1)[1].split("/", 1)[0]) if ":" in rest else 80
+
+
+class SparkSettings(_Section):
+    master: str = "local[*]"
+    app_name: str = "mlops-train"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(4, ge=1)
+    conf: dict[str, str] = {}
+
+
+class FeastSettings(_Section):
+    project: str = "iot"
+    repo_dir: Path | None = None
+    """Default: ``<data_dir>/feast``; the repo is generated from mlops/features/feast_repo.py."""
+    offline_store: Literal["file", "spark"] = "file"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "127.0.0.1:6379"
+
+
+class DatabaseSettings(_Section):
+    url: str | None = None
+    """SQLAlchemy URL of the loop's own state. Default: SQLite file under the data directory."""
+
+
+class FeatureSettings(_Section):
+    window: int = Field(10, ge=2)
+    """Number of most recent readings per device the rolling features look at."""
+    horizon_cycles: int = Field(30, ge=1)
+    """The label: does the device fail within this many cycles (readings)?"""
+
+
+class PolicySettings(_Section):
+    window_size: int = Field(500, ge=10)
+    """Monitor window length in predictions."""
+    drift_threshold: float = Field(0.5, ge=0, le=1)
+    """Share of drifted features (Evidently) that counts as drift in a window."""
+    performance_drop: float = Field(0.1, ge=0, le=1)
+    """Drop of the primary metric against the champion's validation value that counts as decay."""
+    consecutive_windows: int = Field(2, ge=1)
+    cooldown_s: float = Field(300.0, ge=0)
+    max_retrains_per_day: int = Field(6, ge=0)
+    primary_metric: str = "f1"
+    promotion_margin: float = Field(0.01, ge=0)
+    guard_metrics: list[str] = ["roc_auc"]
+    guard_tolerance: float = Field(0.02, ge=0)
+    retrain_window: str = "7d"
+    schedule_cron: str | None = None
+    """Cron expression for scheduled retraining; None disables it."""
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: str = "change-me"
+    max_batch: int = Field(1000, ge=1)
+
+
+class Settings(BaseSettings):
+    """The whole settings tree. Build it with :func:`load_settings`, never at import time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    profile: str = DEFAULT_PROFILE
+    paths: PathSettings = PathSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    spark: SparkSettings = SparkSettings()
+    feast: FeastSettings = FeastSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    features: FeatureSettings = FeatureSettings()
+    policy: PolicySettings = PolicySettings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file (passed as init kwargs): the usual 12-factor order.
+        return (env_settings, init_settings)
+
+    # Derived locations: everything lives under one data directory unless configured otherwise.
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.data_dir
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def kafka_data_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def mlflow_backend_store_uri(self) -> str:
+        return self.mlflow.backend_store_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_destination(self) -> str:
+        return self.mlflow.artifacts_destination or str(self.data_dir / "mlflow" / "artifacts")
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'mlops.db'}"
+
+    @property
+    def feast_repo_dir(self) -> Path:
+        return self.feast.repo_dir or self.data_dir / "feast"
+
+
+def config_dir() -> Path:
+    """Directory holding ``<profile>.yaml``: ``MLOPS_CONFIG_DIR`` or ``./configs``."""
+    return Path(os.environ.get("MLOPS_CONFIG_DIR", "configs"))
+
+
+def _env_variable_for(loc: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + ENV_DELIMITER.join(str(part).upper() for part in loc)
+
+
+def _env_keys() -> set[str]:
+    # Variables that configure *how* settings are loaded, not settings themselves.
+    return {"MLOPS_PROFILE", "MLOPS_CONFIG_DIR"}
+
+
+def load_settings(profile: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load ``configs/<profile>.yaml``, apply ``MLOPS_*`` variables and ``overrides``, validate.
+
+    Raises :class:`ConfigError` naming the bad key and the file or variable it came from.
+    """
+    profile = profile or os.environ.get("MLOPS_PROFILE", DEFAULT_PROFILE)
+    path = config_dir() / f"{profile}.yaml"
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        data = loaded
+    elif profile != DEFAULT_PROFILE:
+        raise ConfigError(f"profile {profile!r}: no file {path} (set MLOPS_CONFIG_DIR or MLOPS_PROFILE)")
+    data = _deep_merge(data, overrides or {})
+    data["profile"] = profile
+
+    hidden = {key: os.environ.pop(key) for key in _env_keys() if key in os.environ}
+    try:
+        return Settings(**data)
+    except PydanticValidationError as err:
+        raise ConfigError(_describe(err, path, data)) from err
+    finally:
+        os.environ.update(hidden)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(err: PydanticValidationError, path: Path, data: dict[str, Any]) -> str:
+    lines = []
+    for problem in err.errors():
+        loc = tuple(problem["loc"])
+        key = ".".join(str(part) for part in loc)
+        variable = _env_variable_for(loc)
+        if variable in os.environ:
+            source = f"environment variable {variable}"
+        elif _lookup(data, loc) is not _MISSING or problem["type"] == "extra_forbidden":
+            source = str(path)
+        else:
+            source = f"{path} or environment"
+        lines.append(f"{source}: key '{key}': {problem['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, loc: tuple[str | int, ...]) -> Any:
+    for part in loc:
+        if not isinstance(data, dict) or part not in data:
+            return _MISSING
+        data = data[part]
+    return data

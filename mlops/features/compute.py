@@ -1,0 +1,111 @@
+"""The ONE implementation of feature computation, shared by Spark (batch) and the stream scorer.
+
+Features of a reading are computed over the device's last ``window`` readings, the reading itself
+included, in event-time order. For every sensor:
+
+    <sensor>__mean, <sensor>__std (population), <sensor>__slope (least squares per reading),
+    <sensor>__last
+
+plus ``n_readings`` (how many readings the window holds, ≤ window). A window that is not full yet
+(a new device, or one just after maintenance) uses what it has.
+
+:func:`window_features` is the kernel: it takes a stack of windows, shape
+``(n, window, n_sensors)``, NaN-padded at the front for short windows, and is vectorised over all
+``n``. Batch code builds every window of a device's history and calls it once per device
+(:func:`history_features`); the stream keeps the last ``window`` readings per device and calls it
+once per micro-batch (:class:`~mlops.features.state.DeviceWindows`). Same kernel, same numbers;
+``tests/unit/test_feature_parity.py`` guards that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+STATS = ("mean", "std", "slope", "last")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which sensors and how long a window: everything needed to reproduce a model's features."""
+
+    sensors: tuple[str, ...]
+    window: int
+
+    def feature_names(self) -> list[str]:
+        return [f"{s}__{stat}" for s in self.sensors for stat in STATS] + ["n_readings"]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"sensors": list(self.sensors), "window": self.window}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> FeatureSpec:
+        sensors = data["sensors"]
+        assert isinstance(sensors, list)
+        return cls(tuple(str(s) for s in sensors), int(str(data["window"])))
+
+
+def window_features(windows: np.ndarray) -> np.ndarray:
+    """Features of a stack of windows.
+
+    ``windows`` has shape ``(n, window, n_sensors)``, oldest reading first, NaN rows at the front
+    where a window is not full. Returns shape ``(n, n_sensors * 4 + 1)`` in the order of
+    :meth:`FeatureSpec.feature_names`.
+    """
+    windows = np.asarray(windows, dtype=np.float64)
+    n, _k, s = windows.shape
+    present = ~np.isnan(windows[:, :, 0])  # a reading is present or absent as a whole
+    count = present.sum(axis=1).astype(np.float64)  # (n,)
+    safe_count = np.maximum(count, 1.0)[:, None]
+    filled = np.where(present[:, :, None], windows, 0.0)
+
+    mean = filled.sum(axis=1) / safe_count
+    centred = np.where(present[:, :, None], windows - mean[:, None, :], 0.0)
+    std = np.sqrt((centred**2).sum(axis=1) / safe_count)
+
+    # Slope against the reading's position in the window (0 .. count-1), least squares.
+    position = np.cumsum(present, axis=1).astype(np.float64) - 1.0  # (n, k)
+    pos_mean = np.where(present, position, 0.0).sum(axis=1) / safe_count[:, 0]
+    pos_centred = np.where(present, position - pos_mean[:, None], 0.0)
+    denominator = (pos_centred**2).sum(axis=1)
+    numerator = (pos_centred[:, :, None] * centred).sum(axis=1)
+    slope = np.where(denominator[:, None] > 0, numerator / np.where(denominator > 0, denominator, 1.0)[:, None], 0.0)
+
+    last = windows[:, -1, :]  # the current reading is always present and always last
+
+    stacked = np.stack([mean, std, slope, last], axis=2).reshape(n, s * len(STATS))
+    return np.concatenate([stacked, count[:, None]], axis=1)
+
+
+def history_features(history: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Features for every reading of ONE device's history (sorted by event time here).
+
+    Returns the identifying columns (device_id, event_time, cycle where present) and the
+    feature columns, one row per reading.
+    """
+    history = history.sort_values("event_time", kind="stable")
+    values = history[list(spec.sensors)].to_numpy(dtype=np.float64)
+    padded = np.vstack([np.full((spec.window - 1, len(spec.sensors)), np.nan), values])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (spec.window, len(spec.sensors)))[:, 0]
+    features = window_features(windows)
+    keys = [c for c in ("device_id", "device_type", "event_time", "cycle") if c in history.columns]
+    out = history[keys].reset_index(drop=True)
+    return pd.concat([out, pd.DataFrame(features, columns=spec.feature_names())], axis=1)
+
+
+def features_frame(readings: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Features for many devices' readings (pandas, one process): groups by device_id."""
+    if readings.empty:
+        return pd.DataFrame(columns=["device_id", "event_time", *spec.feature_names()])
+    parts = [history_features(group, spec) for _, group in readings.groupby("device_id", sort=True)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def infer_sensors(columns: Sequence[str], exclude: Sequence[str] = ()) -> tuple[str, ...]:
+    """Sensor columns of a flat readings frame: everything that is not an id, time or setting."""
+    fixed = {"device_id", "device_type", "event_time", "cycle", "schema_version", *exclude}
+    return tuple(sorted(c for c in columns if c not in fixed and not c.startswith("setting")
+                        and not c.startswith("_")))

@@ -1,0 +1,145 @@
+"""Background processes owned by ``mlops services``: start detached, record a pid file, stop exactly them.
+
+A pid file records the pid, the process start time and the command line, so ``down`` never
+signals a process that merely reuses a recorded pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from mlops.errors import PortInUseError, ServiceError
+
+
+@dataclass(frozen=True)
+class ManagedProcess:
+    """A service process this package started, as recorded in its pid file."""
+
+    name: str
+    pid_file: Path
+
+    def record(self) -> dict[str, object] | None:
+        try:
+            return dict(json.loads(self.pid_file.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def process(self) -> psutil.Process | None:
+        """The live process recorded in the pid file, or None if it is gone or the pid was reused."""
+        record = self.record()
+        if record is None:
+            return None
+        try:
+            proc = psutil.Process(int(str(record["pid"])))
+            if abs(proc.create_time() - float(str(record["started"]))) > 1.0:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+            return None
+
+    def is_running(self) -> bool:
+        return self.process() is not None
+
+    def start(self, command: list[str], log_file: Path, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> psutil.Process:
+        """Start ``command`` in its own session (it outlives the CLI), logging to ``log_file``."""
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as log:
+            popen = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+            )
+        proc = psutil.Process(popen.pid)
+        self.pid_file.write_text(
+            json.dumps({"pid": popen.pid, "started": proc.create_time(), "command": command})
+        )
+        return proc
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the recorded process and its children: SIGTERM, then SIGKILL after ``timeout_s``.
+
+        Returns True if something was stopped. The pid file is removed either way.
+        """
+        proc = self.process()
+        stopped = False
+        if proc is not None:
+            family = [proc, *proc.children(recursive=True)]
+            for member in family:
+                _signal(member, signal.SIGTERM)
+            _, alive = psutil.wait_procs(family, timeout=timeout_s)
+            for member in alive:
+                _signal(member, signal.SIGKILL)
+            psutil.wait_procs(alive, timeout=10)
+            stopped = True
+        self.pid_file.unlink(missing_ok=True)
+        return stopped
+
+
+def _signal(proc: psutil.Process, sig: int) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.send_signal(sig)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port (we try to bind it, which is what the service will do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def require_free_port(service: str, host: str, port: int) -> None:
+    if not port_is_free(host, port):
+        holder = _port_holder(port)
+        raise PortInUseError(
+            f"{service}: port {host}:{port} is already in use{holder}. Stop that process, or point "
+            f"the configuration at another port."
+        )
+
+
+def _port_holder(port: int) -> str:
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        pass
+    return ""
+
+
+def wait_for(condition: object, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    """Poll ``condition()`` until it is truthy or raise ServiceError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(interval_s)
+    raise ServiceError(f"{what}: not ready after {timeout_s:.0f}s")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
