@@ -139,6 +139,10 @@ class FeatureSettings(_Section):
     """Number of most recent readings per device the rolling features look at."""
     horizon_cycles: int = Field(30, ge=1)
     """The label: does the device fail within this many cycles (readings)?"""
+    cycle_seconds: float = Field(60.0, gt=0)
+    """Event time between two readings of one device; turns the horizon into event time."""
+    sensors: list[str] | None = None
+    """Sensors the features use; None: every sensor column the training data holds (non-constant)."""
 
 
 class PolicySettings(_Section):
