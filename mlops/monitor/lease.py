@@ -1,0 +1,76 @@
+"""A leader lease in the project's database, so that only one instance of a singleton runs.
+
+Two ``mlops scheduler`` processes on the same database would otherwise both fire every job
+(APScheduler 3 does not coordinate schedulers sharing a job store). The holder renews the lease
+well before it expires; a standby takes over only after it has expired. Works the same on SQLite
+and PostgreSQL: acquisition is one conditional UPDATE (or INSERT) in a transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import DateTime, Engine, String, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class LeaseRow(_Base):
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes even for timezone-aware columns; they are stored in UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Lease:
+    """``Lease(engine, "scheduler", holder_id, ttl_s).try_acquire(now)`` -> True while we hold it."""
+
+    def __init__(self, engine: Engine, name: str, holder: str, ttl_s: float = 30.0) -> None:
+        self.engine, self.name, self.holder, self.ttl = engine, name, holder, timedelta(seconds=ttl_s)
+        _Base.metadata.create_all(engine, tables=[LeaseRow.__table__])  # type: ignore[list-item]
+
+    def try_acquire(self, now: datetime | None = None) -> bool:
+        """Take or renew the lease; False if another holder's lease is still valid."""
+        now = now or datetime.now(UTC)
+        expires = now + self.ttl
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(LeaseRow)
+                .where(LeaseRow.name == self.name)
+                .where((LeaseRow.holder == self.holder) | (LeaseRow.expires_at < now))
+                .values(holder=self.holder, expires_at=expires)
+            ).rowcount
+            if taken:
+                return True
+            exists = conn.execute(select(LeaseRow.name).where(LeaseRow.name == self.name)).first()
+            if exists:
+                return False
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(LeaseRow).values(name=self.name, holder=self.holder, expires_at=expires))
+            return True
+        except IntegrityError:
+            return False  # another instance inserted it first
+
+    def holder_now(self) -> tuple[str, datetime] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(LeaseRow.holder, LeaseRow.expires_at).where(LeaseRow.name == self.name)).first()
+        return (row[0], _aware(row[1])) if row else None
+
+    def release(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(LeaseRow)
+                .where(LeaseRow.name == self.name, LeaseRow.holder == self.holder)
+                .values(expires_at=datetime(1970, 1, 1, tzinfo=UTC))
+            )

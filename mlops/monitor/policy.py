@@ -1,0 +1,104 @@
+"""When to retrain: a small, explicit policy over the monitor's window results.
+
+A window is *bad* when its drift share reaches ``drift_threshold`` or its realised primary metric
+fell by at least ``performance_drop`` below the champion's validation value. Retraining is
+triggered after ``consecutive_windows`` bad windows in a row, unless
+
+- a retraining is already running,
+- the last one started less than ``cooldown_s`` ago,
+- ``max_retrains_per_day`` were already started in the last 24 hours.
+
+Every call returns a :class:`Decision` with its reason, including "not triggered", so the loop can
+record why it did or did not act. Time is injected (``now``) so tests run on a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mlops.config import PolicySettings
+
+
+@dataclass(frozen=True)
+class WindowSignal:
+    """What the policy needs from one monitor window."""
+
+    window_id: str
+    drift_share: float | None = None
+    """Share of features whose distribution drifted (0..1); None when not computed."""
+    metric: float | None = None
+    """Realised primary metric on the window's labelled predictions; None when not yet known."""
+    baseline_metric: float | None = None
+    """The champion's validation value of the primary metric, for the performance-drop test."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    trigger: bool
+    reason: str
+    window_id: str
+    bad_streak: int
+
+
+@dataclass
+class RetrainPolicy:
+    """Stateful policy: feed it window signals in order; it keeps the streak and the history."""
+
+    settings: PolicySettings
+    bad_streak: int = 0
+    running: bool = False
+    started: deque[datetime] = field(default_factory=deque)
+    streak_windows: list[str] = field(default_factory=list)
+
+    def why_bad(self, signal: WindowSignal) -> str | None:
+        """The reason a window counts as bad, or None if it is fine."""
+        s = self.settings
+        if signal.drift_share is not None and signal.drift_share >= s.drift_threshold:
+            return f"drift share {signal.drift_share:.2f} >= {s.drift_threshold:.2f}"
+        if signal.metric is not None and signal.baseline_metric is not None:
+            drop = signal.baseline_metric - signal.metric
+            if drop >= s.performance_drop:
+                return (f"{s.primary_metric} {signal.metric:.3f} is {drop:.3f} below the champion's "
+                        f"{signal.baseline_metric:.3f} (limit {s.performance_drop:.3f})")
+        return None
+
+    def observe(self, signal: WindowSignal, now: datetime) -> Decision:
+        """Account for one window and decide whether to start a retraining now."""
+        s = self.settings
+        bad = self.why_bad(signal)
+        if bad is None:
+            self.bad_streak = 0
+            self.streak_windows.clear()
+            return Decision(False, "window is fine", signal.window_id, 0)
+        self.bad_streak += 1
+        self.streak_windows.append(signal.window_id)
+        if self.bad_streak < s.consecutive_windows:
+            return Decision(False, f"{bad}; bad window {self.bad_streak} of {s.consecutive_windows} needed",
+                            signal.window_id, self.bad_streak)
+        if self.running:
+            return Decision(False, f"{bad}; a retraining is already running", signal.window_id, self.bad_streak)
+        self._forget_before(now - timedelta(days=1))
+        if self.started and (now - self.started[-1]).total_seconds() < s.cooldown_s:
+            remaining = s.cooldown_s - (now - self.started[-1]).total_seconds()
+            return Decision(False, f"{bad}; cooling down for another {remaining:.0f}s", signal.window_id,
+                            self.bad_streak)
+        if len(self.started) >= s.max_retrains_per_day:
+            return Decision(False, f"{bad}; daily cap of {s.max_retrains_per_day} retrainings reached",
+                            signal.window_id, self.bad_streak)
+        return Decision(True, f"{bad} in {self.bad_streak} consecutive windows ({', '.join(self.streak_windows)})",
+                        signal.window_id, self.bad_streak)
+
+    def retraining_started(self, now: datetime) -> None:
+        self.running = True
+        self.started.append(now)
+        self.bad_streak = 0
+        self.streak_windows.clear()
+
+    def retraining_finished(self) -> None:
+        self.running = False
+
+    def _forget_before(self, cutoff: datetime) -> None:
+        while self.started and self.started[0] < cutoff:
+            self.started.popleft()
