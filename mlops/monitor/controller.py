@@ -1,0 +1,241 @@
+"""The loop controller: window results in, retraining, evaluation and promotion out.
+
+For every window the monitor closes, the controller asks the :class:`RetrainPolicy` whether to
+retrain and records the answer (``trigger`` or ``not_triggered``, with the reason) in the audit
+trail. On a trigger it retrains in a background thread, so the monitor keeps consuming:
+
+1. train on the event-time window that starts where the drift began (the first bad window of the
+   streak; at least ``policy.retrain_min_window`` back, at most ``policy.retrain_window``) and ends at
+   the monitor's event-time clock, with ``--trigger drift`` and the triggering window as reason;
+2. wait until the lake holds ``policy.min_evaluation_rows`` labelled readings *after* that window
+   (data neither model was trained on) and run the evaluation gate on them;
+3. promote through :func:`mlops.registry.promotion.promote` (alias move, model event, audit row) or
+   record the rejection with the numbers.
+
+A failed retraining leaves the champion serving, is recorded, and is retried with exponential
+backoff up to ``policy.retrain_retries`` times. After a promotion the controller watches the new
+champion's realised performance: if it does worse than the champion it replaced on the same
+events (``policy.probation_windows`` performance windows), it rolls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import pandas as pd
+
+from mlops import db
+from mlops.config import Settings
+from mlops.errors import MlopsError, PolicyError, TrainingError
+from mlops.log import get_logger
+from mlops.monitor.policy import Decision, RetrainPolicy, WindowSignal
+
+log = get_logger(__name__)
+ACTOR = "loop"
+
+
+class WindowLike(Protocol):
+    """The fields of a monitor window result the controller reads."""
+
+    window_id: Any
+    kind: str
+    model_version: str | None
+    start_time: datetime | None
+    end_time: datetime | None
+    drift_share: float | None
+    metrics: dict[str, float] | None
+
+
+@dataclass
+class Probation:
+    """A champion the loop just promoted, watched against the one it replaced."""
+
+    version: str
+    previous_version: str
+    windows_left: int
+    worse_windows: int = 0
+
+
+def _duration(text: str) -> timedelta:
+    from mlops.train.job import parse_duration
+
+    return parse_duration(text)
+
+
+class LoopController:
+    """Turns window results into decisions. Thread-safe: windows arrive on the monitor's thread."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 train: Callable[..., Any] | None = None, report: Callable[[str], None] = lambda _line: None,
+                 baseline_metric: float | None = None) -> None:
+        self.settings = settings
+        self.policy = RetrainPolicy(settings.policy)
+        self.clock = clock
+        self._train = train
+        self.report = report
+        self.baseline_metric = baseline_metric
+        self.event_clock: datetime | None = None
+        self.drift_started: datetime | None = None
+        self.probation: Probation | None = None
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self.engine = db.get_engine(settings)
+
+    # --- window results -------------------------------------------------------------------
+    def on_window(self, result: WindowLike) -> Decision | None:
+        """Record the window, feed the policy, start a retraining on a trigger."""
+        with self._lock:
+            if result.end_time is not None:
+                self.event_clock = max(filter(None, [self.event_clock, result.end_time]))
+            metric = (result.metrics or {}).get(self.settings.policy.primary_metric)
+            db.record_event(self.engine, "window_result", model_name=self.settings.mlflow.registered_model,
+                            model_version=result.model_version, actor=ACTOR,
+                            reason=f"{result.kind} window {result.window_id}",
+                            details={"window_id": str(result.window_id), "kind": result.kind,
+                                     "drift_share": result.drift_share, "metrics": result.metrics or {},
+                                     "start": _iso(result.start_time), "end": _iso(result.end_time)})
+            if result.kind == "performance" and metric is not None:
+                self._judge_probation(result, metric)
+            signal = WindowSignal(str(result.window_id), drift_share=result.drift_share, metric=metric,
+                                  baseline_metric=self.baseline_metric if metric is not None else None)
+            if self.policy.why_bad(signal) is not None and self.policy.bad_streak == 0:
+                self.drift_started = result.start_time
+            decision = self.policy.observe(signal, self.clock())
+            db.record_event(self.engine, "trigger" if decision.trigger else "not_triggered",
+                            model_name=self.settings.mlflow.registered_model, model_version=result.model_version,
+                            actor=ACTOR, reason=decision.reason,
+                            details={"window_id": str(result.window_id), "bad_streak": decision.bad_streak})
+            if decision.trigger:
+                self.report(f"loop: retraining triggered: {decision.reason}")
+                self.policy.retraining_started(self.clock())
+                self._worker = threading.Thread(target=self._retrain_safely, args=(decision, self.drift_started),
+                                                name="loop-retrain", daemon=True)
+                self._worker.start()
+            return decision
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait for a running retraining to finish; True if none is running afterwards."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout_s)
+        return worker is None or not worker.is_alive()
+
+    # --- retraining -------------------------------------------------------------------------
+    def _retrain_safely(self, decision: Decision, drift_started: datetime | None) -> None:
+        policy = self.settings.policy
+        try:
+            for attempt in range(policy.retrain_retries + 1):
+                try:
+                    self.retrain_and_evaluate(decision.reason, decision.window_id, drift_started)
+                    return
+                except (TrainingError, MlopsError, OSError) as err:
+                    db.record_event(self.engine, "retrain_failed", model_name=self.settings.mlflow.registered_model,
+                                    actor=ACTOR, reason=str(err).splitlines()[0][:500],
+                                    details={"attempt": attempt + 1, "window_id": decision.window_id})
+                    self.report(f"loop: retraining failed (attempt {attempt + 1}): {str(err).splitlines()[0]}")
+                    if attempt < policy.retrain_retries:
+                        time.sleep(policy.retrain_backoff_s * 2**attempt)  # backoff between retries
+        except Exception as err:  # never let a bug kill the monitor thread silently
+            log.exception("retraining crashed", error=str(err))
+            db.record_event(self.engine, "retrain_failed", model_name=self.settings.mlflow.registered_model,
+                            actor=ACTOR, reason=f"{type(err).__name__}: {err}"[:500])
+        finally:
+            with self._lock:
+                self.policy.retraining_finished()
+
+    def training_window(self, drift_started: datetime | None) -> tuple[datetime, datetime]:
+        """[since, until) in event time: from the drift's start, bounded below and above by policy."""
+        policy = self.settings.policy
+        until = self.event_clock or self.clock()
+        longest = until - _duration(policy.retrain_window)
+        shortest = until - _duration(policy.retrain_min_window)
+        since = longest if drift_started is None else min(max(drift_started, longest), shortest)
+        return since, until
+
+    def retrain_and_evaluate(self, reason: str, window_id: str, drift_started: datetime | None) -> str | None:
+        """One retraining: train, wait for fresh labels, gate, promote or reject. Returns the new champion."""
+        from mlops.registry import promotion
+        from mlops.train.job import TrainRequest, run_training
+
+        name = self.settings.mlflow.registered_model
+        since, until = self.training_window(drift_started)
+        db.record_event(self.engine, "retrain_started", model_name=name, actor=ACTOR, reason=reason,
+                        details={"window_id": window_id, "since": _iso(since), "until": _iso(until)})
+        self.report(f"loop: training on {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M} (event time)")
+        train = self._train or run_training
+        result = train(self.settings, TrainRequest(since=since, until=until, trigger="drift",
+                                                   reason=f"window {window_id}: {reason}"))
+        db.record_event(self.engine, "retrain_finished", model_name=name, model_version=result.version,
+                        run_id=result.run_id, actor=ACTOR, reason=reason,
+                        details={"metrics": result.metrics, "params": result.params,
+                                 "duration_s": result.duration_s})
+        self.report(f"loop: trained version {result.version} (val {self.settings.policy.primary_metric} "
+                    f"{result.metrics.get('val_' + self.settings.policy.primary_metric, float('nan')):.3f})")
+        data = self.wait_for_evaluation_data(result.version, until)
+        try:
+            change = promotion.promote(self.settings, result.version, actor=ACTOR,
+                                       reason=f"drift retraining: {reason}", evaluation_data=data)
+        except promotion.PromotionRejectedError as err:
+            self.report(f"loop: version {result.version} rejected: {err}")
+            return None
+        if change.changed and change.previous_version:
+            self.probation = Probation(change.version, change.previous_version,
+                                       self.settings.policy.probation_windows)
+            self.baseline_metric = result.metrics.get("val_" + self.settings.policy.primary_metric)
+        self.report(f"loop: promoted version {change.version} (was {change.previous_version})")
+        return change.version
+
+    def wait_for_evaluation_data(self, version: str, since: datetime) -> pd.DataFrame:
+        """Labelled lake data newer than ``since`` for both models, once there is enough of it."""
+        from mlops.registry.gate import lake_evaluation_data
+        from mlops.registry.loader import load_champion, load_version
+
+        policy = self.settings.policy
+        models = [load_version(self.settings, version)]
+        # No champion yet: the gate promotes the first model on its own merits.
+        with contextlib.suppress(MlopsError):
+            models.append(load_champion(self.settings))
+        deadline = time.monotonic() + policy.evaluation_timeout_s
+        rows = 0
+        while time.monotonic() < deadline:
+            try:
+                data = lake_evaluation_data(self.settings, models, since)
+                rows = len(data)
+                if rows >= policy.min_evaluation_rows and data["label"].nunique() == 2:
+                    return data
+            except PolicyError:
+                pass  # not there yet: labels arrive late
+            time.sleep(1.0)  # the lake sink writes in micro-batches; poll until the deadline
+        raise TrainingError(f"evaluation of version {version}: only {rows} labelled rows after "
+                            f"{since.isoformat()} within {policy.evaluation_timeout_s:.0f}s "
+                            f"(need {policy.min_evaluation_rows} with both classes)")
+
+    # --- probation --------------------------------------------------------------------------
+    def _judge_probation(self, result: WindowLike, metric: float) -> None:
+        probation = self.probation
+        if probation is None or result.model_version != probation.version:
+            return
+        previous = (result.metrics or {}).get(f"previous_{self.settings.policy.primary_metric}")
+        if previous is not None and metric < previous - self.settings.policy.guard_tolerance:
+            probation.worse_windows += 1
+        probation.windows_left -= 1
+        if probation.worse_windows >= self.settings.policy.consecutive_windows:
+            from mlops.registry import promotion
+
+            reason = (f"version {probation.version} did worse than version {probation.previous_version} on the "
+                      f"same events in {probation.worse_windows} windows")
+            promotion.rollback(self.settings, probation.previous_version, actor=ACTOR, reason=reason)
+            self.report(f"loop: rolled back to {probation.previous_version}: {reason}")
+            self.probation = None
+        elif probation.windows_left <= 0:
+            self.probation = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
