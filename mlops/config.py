@@ -160,8 +160,26 @@ class PolicySettings(_Section):
     guard_metrics: list[str] = ["roc_auc"]
     guard_tolerance: float = Field(0.02, ge=0)
     retrain_window: str = "7d"
+    """Longest event-time window a drift retraining trains on (ending at the monitor's clock)."""
+    retrain_min_window: str = "6h"
+    """Shortest such window, even when the drift began more recently."""
+    retrain_retries: int = Field(2, ge=0)
+    retrain_backoff_s: float = Field(30.0, ge=0)
+    """Wait before the first retry of a failed retraining; doubles with each further retry."""
+    min_evaluation_rows: int = Field(300, ge=1)
+    """Labelled rows newer than the challenger's training data needed before the gate decides."""
+    evaluation_timeout_s: float = Field(600.0, gt=0)
+    probation_windows: int = Field(6, ge=0)
+    """Performance windows after a loop promotion in which a worse new champion is rolled back."""
     schedule_cron: str | None = None
     """Cron expression for scheduled retraining; None disables it."""
+    window_mode: Literal["count", "time"] = "count"
+    """Monitor windows: ``count`` closes every ``window_size`` predictions, ``time`` every ``window_seconds``."""
+    window_seconds: float = Field(3600.0, gt=0)
+    """Event-time length of a monitor window when ``window_mode`` is ``time``."""
+    label_lateness_s: float = Field(600.0, ge=0)
+    """How late a failure label may arrive: a prediction at t is judged negative only once the monitor's
+    event-time clock passes t + horizon + this."""
 
 
 class ApiSettings(_Section):
@@ -169,6 +187,83 @@ class ApiSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     api_key: str = "change-me"
     max_batch: int = Field(1000, ge=1)
+
+
+class ScorerSettings(_Section):
+    batch_size: int = Field(500, ge=1)
+    """Most readings scored in one micro-batch (= one Kafka transaction)."""
+    poll_timeout_s: float = Field(0.02, gt=0)
+    """Longest wait for a batch to fill; bounds the latency a quiet stream adds."""
+    metrics_port: int = Field(9108, ge=0, le=65535)
+    """Prometheus endpoint of `mlops score`; 0 disables it."""
+    transactional_id_prefix: str = "mlops-scorer"
+    """transactional.id = <prefix>-<group>-<instance>: stable per process, so a restart fences its zombie."""
+    state_lookback: int = Field(5000, ge=0)
+    """Records per partition re-read before the committed offset to rebuild the device windows."""
+    registry_poll_s: float = Field(30.0, gt=0)
+    """Fallback: how often the scorer re-reads the champion alias when no model event arrives."""
+    session_timeout_ms: int = Field(10000, ge=6000)
+    """Consumer group session timeout: how soon a dead scorer's partitions move to the others."""
+    transaction_timeout_ms: int = Field(15000, ge=1000)
+    """Broker aborts a dead scorer's open transaction after this, unblocking read_committed readers."""
+
+
+class LakeSettings(_Section):
+    batch_rows: int = Field(5000, ge=1)
+    """The lake sink writes a micro-batch when this many events are pending..."""
+    flush_interval_s: float = Field(5.0, gt=0)
+    """...or when the oldest pending event has waited this long."""
+    group_id: str = "mlops-lake-sink"
+    """Consumer group (for partition assignment and lag monitoring; positions come from the lake)."""
+    instance_id: str | None = None
+    """Static group membership, so a restarted sink gets its partitions back at once instead of
+    waiting for the crashed one's session to time out. Default: derived from the lake directory."""
+
+
+SearchValue = float | int | str | bool | None
+
+
+class TrainSettings(_Section):
+    search_space: dict[str, dict[str, list[SearchValue]]] = {
+        "hist_gradient_boosting": {"learning_rate": [0.05, 0.1, 0.2], "max_depth": [3, 5, None],
+                                   "max_iter": [100, 200], "l2_regularization": [0.0, 1.0]},
+        "random_forest": {"n_estimators": [100, 200], "max_depth": [6, 10, None], "min_samples_leaf": [1, 5]},
+        "logistic_regression": {"C": [0.01, 0.1, 1.0, 10.0]},
+    }
+    """Model family -> parameter -> the values to try; candidates are drawn from this grid."""
+    candidates: int = Field(8, ge=1)
+    """K: parameter sets drawn (deterministically from ``seed``) and trained in parallel Spark tasks."""
+    seed: int = 42
+    min_rows: int = Field(200, ge=1)
+    """A window with fewer labelled rows (or too few of either class) fails instead of training."""
+    min_positives: int = Field(5, ge=1)
+    validation_fraction: float = Field(0.25, gt=0, lt=1)
+    """Share of the window's event time (the latest part) held out for validation."""
+    calibration: Literal["sigmoid", "isotonic"] = "sigmoid"
+    calibration_folds: int = Field(3, ge=2)
+    reference_rows: int = Field(2000, ge=10)
+    """Training rows stored with the model as the drift monitor's reference data."""
+    window: str = "7d"
+    """Training window when the command gives neither --window nor --since/--until."""
+
+
+class SchedulerSettings(_Section):
+    misfire_grace_s: int = Field(600, ge=1)
+    """A run missed (scheduler down) still fires once on restart if it is at most this late."""
+    lease_ttl_s: float = Field(30.0, gt=0)
+    """Leader lease of the scheduler; a standby instance takes over this long after the leader dies."""
+
+
+class MonitorSettings(_Section):
+    group_id: str = "mlops-monitor"
+    """Consumer group of `mlops monitor` on the predictions and labels topics."""
+    poll_timeout_s: float = Field(0.5, gt=0)
+    max_pending_per_device: int = Field(2000, ge=1)
+    """Predictions per device waiting for their label; beyond this the oldest are dropped (and counted)."""
+    window_grace_s: float = Field(60.0, ge=0)
+    """Time windows close once the newest prediction is this much past their end (out-of-order slack)."""
+    min_window: int = Field(50, ge=2)
+    """Fewest predictions a drift window needs to be judged (one cut short by a model change, a quiet time window)."""
 
 
 class Settings(BaseSettings):
@@ -191,6 +286,11 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     policy: PolicySettings = PolicySettings()
     api: ApiSettings = ApiSettings()
+    lake: LakeSettings = LakeSettings()
+    scorer: ScorerSettings = ScorerSettings()
+    train: TrainSettings = TrainSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-
-import mlflow as _mlflow_pkg
+from importlib.metadata import version as package_version
 
 from mlops import kafka
 from mlops.config import Settings
@@ -46,7 +45,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
         ),
         ServiceStatus(
             "mlflow", settings.mlflow.tracking_uri, settings.mlflow.managed, mlflow_proc is not None,
-            mlflow_server.is_ready(settings.mlflow), _mlflow_pkg.__version__,
+            mlflow_server.is_ready(settings.mlflow), package_version("mlflow"),
             mlflow_proc.pid if mlflow_proc else None,
         ),
     ]
