@@ -83,17 +83,44 @@ def window_features(windows: np.ndarray) -> np.ndarray:
 def history_features(history: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """Features for every reading of ONE device's history (sorted by event time here).
 
+    Where a ``cycle`` column is present, a reading whose cycle does not rise starts a new life
+    (:func:`new_life`) and its window starts afresh, as the stream's does.
     Returns the identifying columns (device_id, event_time, cycle where present) and the
     feature columns, one row per reading.
     """
-    history = history.sort_values("event_time", kind="stable")
+    # cycle breaks ties so that Spark (whose group order is arbitrary) sorts like the stream.
+    order = ["event_time", "cycle"] if "cycle" in history.columns else ["event_time"]
+    history = history.sort_values(order, kind="stable")
     values = history[list(spec.sensors)].to_numpy(dtype=np.float64)
-    padded = np.vstack([np.full((spec.window - 1, len(spec.sensors)), np.nan), values])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (spec.window, len(spec.sensors)))[:, 0]
-    features = window_features(windows)
+    if "cycle" in history.columns:
+        lives = np.cumsum(new_life(history["cycle"].to_numpy()))
+    else:
+        lives = np.zeros(len(history), dtype=np.int64)
+    features = np.empty((len(history), len(spec.feature_names())))
+    for life in np.unique(lives):  # a window never reaches back across a failure or maintenance
+        rows = np.flatnonzero(lives == life)
+        features[rows] = window_features(_history_windows(values[rows], spec.window))
     keys = [c for c in ("device_id", "device_type", "event_time", "cycle") if c in history.columns]
     out = history[keys].reset_index(drop=True)
     return pd.concat([out, pd.DataFrame(features, columns=spec.feature_names())], axis=1)
+
+
+def new_life(cycles: np.ndarray) -> np.ndarray:
+    """True where a reading starts a new life: its cycle does not exceed the previous reading's.
+
+    ``cycle`` counts readings since the last failure or maintenance, so it only rises within a
+    life; the stream applies the same rule in :meth:`~mlops.features.state.DeviceWindows.push`.
+    """
+    cycles = np.asarray(cycles)
+    starts = np.ones(len(cycles), dtype=bool)
+    starts[1:] = cycles[1:] <= cycles[:-1]
+    return starts
+
+
+def _history_windows(values: np.ndarray, window: int) -> np.ndarray:
+    """Every window of one life's readings, shape (n, window, n_sensors), NaN-padded at the front."""
+    padded = np.vstack([np.full((window - 1, values.shape[1]), np.nan), values])
+    return np.lib.stride_tricks.sliding_window_view(padded, (window, values.shape[1]))[:, 0]
 
 
 def features_frame(readings: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:

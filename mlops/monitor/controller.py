@@ -104,7 +104,7 @@ class LoopController:
                 self._judge_probation(result, metric)
             signal = WindowSignal(str(result.window_id), drift_share=result.drift_share, metric=metric,
                                   baseline_metric=self.baseline_metric if metric is not None else None)
-            if self.policy.why_bad(signal) is not None and self.policy.bad_streak == 0:
+            if self.policy.why_bad(signal) is not None and not self.policy.streaks.get(signal.stream):
                 self.drift_started = result.start_time
             decision = self.policy.observe(signal, self.clock())
             db.record_event(self.engine, "trigger" if decision.trigger else "not_triggered",

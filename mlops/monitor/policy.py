@@ -8,6 +8,9 @@ triggered after ``consecutive_windows`` bad windows in a row, unless
 - the last one started less than ``cooldown_s`` ago,
 - ``max_retrains_per_day`` were already started in the last 24 hours.
 
+Input drift and realised performance are judged as separate streams: a window of one kind never
+resets the other's streak (a new fault mode may show no input drift at all, only worse predictions).
+
 Every call returns a :class:`Decision` with its reason, including "not triggered", so the loop can
 record why it did or did not act. Time is injected (``now``) so tests run on a fake clock.
 """
@@ -33,6 +36,10 @@ class WindowSignal:
     baseline_metric: float | None = None
     """The champion's validation value of the primary metric, for the performance-drop test."""
 
+    @property
+    def stream(self) -> str:
+        return "drift" if self.drift_share is not None else "performance"
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -47,10 +54,14 @@ class RetrainPolicy:
     """Stateful policy: feed it window signals in order; it keeps the streak and the history."""
 
     settings: PolicySettings
-    bad_streak: int = 0
     running: bool = False
     started: deque[datetime] = field(default_factory=deque)
-    streak_windows: list[str] = field(default_factory=list)
+    streaks: dict[str, list[str]] = field(default_factory=dict)
+    """Per stream ("drift", "performance"): the ids of the current run of bad windows."""
+
+    @property
+    def bad_streak(self) -> int:
+        return max((len(ids) for ids in self.streaks.values()), default=0)
 
     def why_bad(self, signal: WindowSignal) -> str | None:
         """The reason a window counts as bad, or None if it is fine."""
@@ -68,33 +79,31 @@ class RetrainPolicy:
         """Account for one window and decide whether to start a retraining now."""
         s = self.settings
         bad = self.why_bad(signal)
+        streak = self.streaks.setdefault(signal.stream, [])
         if bad is None:
-            self.bad_streak = 0
-            self.streak_windows.clear()
+            streak.clear()
             return Decision(False, "window is fine", signal.window_id, 0)
-        self.bad_streak += 1
-        self.streak_windows.append(signal.window_id)
-        if self.bad_streak < s.consecutive_windows:
-            return Decision(False, f"{bad}; bad window {self.bad_streak} of {s.consecutive_windows} needed",
-                            signal.window_id, self.bad_streak)
+        streak.append(signal.window_id)
+        if len(streak) < s.consecutive_windows:
+            return Decision(False, f"{bad}; bad window {len(streak)} of {s.consecutive_windows} needed",
+                            signal.window_id, len(streak))
         if self.running:
-            return Decision(False, f"{bad}; a retraining is already running", signal.window_id, self.bad_streak)
+            return Decision(False, f"{bad}; a retraining is already running", signal.window_id, len(streak))
         self._forget_before(now - timedelta(days=1))
         if self.started and (now - self.started[-1]).total_seconds() < s.cooldown_s:
             remaining = s.cooldown_s - (now - self.started[-1]).total_seconds()
             return Decision(False, f"{bad}; cooling down for another {remaining:.0f}s", signal.window_id,
-                            self.bad_streak)
+                            len(streak))
         if len(self.started) >= s.max_retrains_per_day:
             return Decision(False, f"{bad}; daily cap of {s.max_retrains_per_day} retrainings reached",
-                            signal.window_id, self.bad_streak)
-        return Decision(True, f"{bad} in {self.bad_streak} consecutive windows ({', '.join(self.streak_windows)})",
-                        signal.window_id, self.bad_streak)
+                            signal.window_id, len(streak))
+        return Decision(True, f"{bad} in {len(streak)} consecutive {signal.stream} windows ({', '.join(streak)})",
+                        signal.window_id, len(streak))
 
     def retraining_started(self, now: datetime) -> None:
         self.running = True
         self.started.append(now)
-        self.bad_streak = 0
-        self.streak_windows.clear()
+        self.streaks.clear()
 
     def retraining_finished(self) -> None:
         self.running = False

@@ -72,3 +72,11 @@ def test_cooldown_then_daily_cap() -> None:
     assert not capped.trigger and "daily cap" in capped.reason
     # A day later the oldest retraining no longer counts against the cap.
     assert p.observe(drifted(4), T0 + timedelta(days=1, minutes=1)).trigger
+
+
+def test_drift_and_performance_streaks_are_independent() -> None:
+    p = policy(consecutive_windows=2)
+    assert not p.observe(WindowSignal("p1", metric=0.5, baseline_metric=0.8), T0).trigger
+    assert not p.observe(drifted(1, share=0.1), T0).trigger  # a fine drift window ...
+    decision = p.observe(WindowSignal("p2", metric=0.5, baseline_metric=0.8), T0)
+    assert decision.trigger and "performance windows (p1, p2)" in decision.reason  # ... does not reset it
