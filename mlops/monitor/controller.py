@@ -43,13 +43,20 @@ ACTOR = "loop"
 class WindowLike(Protocol):
     """The fields of a monitor window result the controller reads."""
 
-    window_id: Any
-    kind: str
-    model_version: str | None
-    start_time: datetime | None
-    end_time: datetime | None
-    drift_share: float | None
-    metrics: dict[str, float] | None
+    @property
+    def window_id(self) -> Any: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def model_version(self) -> str | None: ...
+    @property
+    def start_time(self) -> datetime | None: ...
+    @property
+    def end_time(self) -> datetime | None: ...
+    @property
+    def drift_share(self) -> float | None: ...
+    @property
+    def metrics(self) -> dict[str, float] | None: ...
 
 
 @dataclass
