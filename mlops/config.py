@@ -161,8 +161,8 @@ class PolicySettings(_Section):
     guard_tolerance: float = Field(0.02, ge=0)
     retrain_window: str = "7d"
     """Longest event-time window a drift retraining trains on (ending at the monitor's clock)."""
-    retrain_min_window: str = "6h"
-    """Shortest such window, even when the drift began more recently."""
+    retrain_min_window: str = "3h"
+    """Event time of drifted data the loop waits for before it retrains (drift start + this)."""
     retrain_retries: int = Field(2, ge=0)
     retrain_backoff_s: float = Field(30.0, ge=0)
     """Wait before the first retry of a failed retraining; doubles with each further retry."""
@@ -266,6 +266,25 @@ class MonitorSettings(_Section):
     """Fewest predictions a drift window needs to be judged (one cut short by a model change, a quiet time window)."""
 
 
+class DemoSettings(_Section):
+    """`mlops demo`: the whole loop on a simulated fleet, in its own data directory and ports."""
+
+    scenario: str = "recalibration"
+    devices: int = Field(20, ge=1)
+    seed: int = 1
+    history_readings: int = Field(8000, ge=100)
+    """Readings published (fast) before the stream, to train the initial model on."""
+    rate: float = Field(150.0, gt=0)
+    """Readings per second of the live stream."""
+    after_promotion_windows: int = Field(3, ge=1)
+    """Performance windows of the new champion to see before the demo ends."""
+    timeout_s: float = Field(480.0, gt=0)
+    data_dir: Path = Path(".mlops-demo")
+    """Started afresh on every run, so that the demo never mixes with earlier data."""
+    port_offset: int = Field(10000, ge=0, le=50000)
+    """Added to every configured port, so that the demo runs beside `mlops services up`."""
+
+
 class Settings(BaseSettings):
     """The whole settings tree. Build it with :func:`load_settings`, never at import time."""
 
@@ -290,6 +309,7 @@ class Settings(BaseSettings):
     scorer: ScorerSettings = ScorerSettings()
     train: TrainSettings = TrainSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    demo: DemoSettings = DemoSettings()
     monitor: MonitorSettings = MonitorSettings()
 
     @classmethod

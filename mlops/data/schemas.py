@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -40,6 +40,12 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_ABS_VALUE = 1e9
 """No sensor on a real machine reports beyond this; larger values are corrupt."""
 MAX_SENSORS = 256
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+"""Event times outside [1970, 2200) are corrupt clocks, not data."""
+
+# Strict numbers: JSON true/false and numeric strings are wrong types, not numbers.
+Number = Annotated[float, Field(strict=True)]
 
 
 class _Event(BaseModel):
@@ -74,7 +80,11 @@ class _Event(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must carry a timezone (e.g. +00:00 or Z)")
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
+        if not EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME:
+            raise ValueError(f"{value.isoformat()} is outside the range [{EARLIEST_EVENT_TIME.year}, "
+                             f"{LATEST_EVENT_TIME.year})")
+        return value
 
 
 def _finite_map(name: str, values: dict[str, float]) -> dict[str, float]:
@@ -92,9 +102,9 @@ class Reading(_Event):
     """One sensor reading of one device."""
 
     device_type: str = Field(min_length=1, max_length=64)
-    cycle: int = Field(ge=0)
-    sensors: dict[str, float] = Field(min_length=1)
-    settings: dict[str, float] = {}
+    cycle: int = Field(ge=0, strict=True)
+    sensors: dict[str, Number] = Field(min_length=1)
+    settings: dict[str, Number] = {}
 
     @field_validator("sensors")
     @classmethod
@@ -122,7 +132,7 @@ class Label(_Event):
     """Ground truth for one device at one time, published late."""
 
     kind: Literal["failure", "maintenance", "rul"]
-    rul: float | None = Field(default=None, ge=0)
+    rul: Number | None = Field(default=None, ge=0)
 
     @field_validator("rul")
     @classmethod
@@ -134,6 +144,8 @@ class Label(_Event):
     def model_post_init(self, __context: Any) -> None:
         if self.kind == "rul" and self.rul is None:
             raise ValueError("kind 'rul' needs field 'rul'")
+        if self.kind != "rul" and self.rul is not None:
+            raise ValueError(f"field 'rul' is only allowed with kind 'rul', not {self.kind!r}")
 
     def to_row(self) -> dict[str, Any]:
         return {"device_id": self.device_id, "event_time": self.event_time, "kind": self.kind, "rul": self.rul}

@@ -62,21 +62,37 @@ def test_a_failed_retraining_is_recorded_and_leaves_the_loop_ready(tmp_path: Pat
     assert not controller.policy.running
     kinds = [e.kind for e in db.list_events(settings)]
     assert {"trigger", "retrain_started", "retrain_failed"} <= set(kinds)
-    failed = [e for e in db.list_events(settings) if e.kind == "retrain_failed"][0]
+    failed = next(e for e in db.list_events(settings) if e.kind == "retrain_failed")
     assert "12 labelled rows" in (failed.reason or "")
-    # Training starts where the drift began (window 1), not at the far end of retrain_window.
+    # Training starts where the drift began (window 1), once retrain_min_window (1h) of it exists.
     assert calls[0].since == T0 + timedelta(hours=1)
     assert calls[0].until == T0 + timedelta(hours=3)
     assert calls[0].trigger == "drift"
 
 
-def test_training_window_is_bounded_by_policy(tmp_path: Path) -> None:
+def test_training_window_starts_where_the_drift_began(tmp_path: Path) -> None:
     _, controller = _controller(tmp_path, train=None)
     controller.event_clock = T0 + timedelta(days=10)
-    since, until = controller.training_window(drift_started=T0 + timedelta(days=9, hours=23, minutes=30))
+    since, until = controller.training_window(drift_started=T0 + timedelta(days=9, hours=20))
     assert until == T0 + timedelta(days=10)
-    assert since == until - timedelta(hours=1)  # drift began 30 min ago: at least retrain_min_window
+    assert since == T0 + timedelta(days=9, hours=20)
     since, _ = controller.training_window(drift_started=T0)
     assert since == until - timedelta(days=2)  # drift began long ago: at most retrain_window
-    since, _ = controller.training_window(drift_started=T0 + timedelta(days=9))
-    assert since == T0 + timedelta(days=9)
+    since, _ = controller.training_window(drift_started=None)
+    assert since == until - timedelta(days=2)
+
+
+def test_retraining_waits_for_enough_drifted_data(tmp_path: Path) -> None:
+    _, controller = _controller(tmp_path, train=None)
+    controller.event_clock = T0 + timedelta(hours=2)
+    controller.wait_for_drifted_data(drift_started=T0 + timedelta(minutes=30))  # 1h30 >= 1h: no wait
+    import threading
+
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (controller.wait_for_drifted_data(T0 + timedelta(hours=1, minutes=30)),
+                                              done.set()))
+    waiter.start()
+    assert not done.wait(1.0)  # only 30 min of drifted data so far
+    controller.event_clock = T0 + timedelta(hours=3)
+    assert done.wait(10.0)
+    waiter.join()
