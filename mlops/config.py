@@ -148,8 +148,10 @@ class FeatureSettings(_Section):
 class PolicySettings(_Section):
     window_size: int = Field(500, ge=10)
     """Monitor window length in predictions."""
-    drift_threshold: float = Field(0.5, ge=0, le=1)
+    drift_threshold: float = Field(0.25, ge=0, le=1)
     """Share of drifted features (Evidently) that counts as drift in a window."""
+    feature_drift_threshold: float = Field(0.3, gt=0)
+    """Normed Wasserstein distance from the reference above which one feature counts as drifted."""
     performance_drop: float = Field(0.1, ge=0, le=1)
     """Drop of the primary metric against the champion's validation value that counts as decay."""
     consecutive_windows: int = Field(2, ge=1)

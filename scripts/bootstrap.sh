@@ -30,5 +30,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 
+.venv/bin/python scripts/drop_feast_mlflow_plugin.py
+
 echo "bootstrap: resolving the Apache Kafka broker's jars (once, then cached)"
 .venv/bin/mlops services fetch

@@ -225,7 +225,7 @@ class Monitor:
             if prediction_reference is None:
                 self._first_probabilities[version] = frame["probability"]
         outcome = drift.data_drift(frame, reference, features, self.settings.policy.drift_threshold,
-                                   prediction_reference)
+                                   prediction_reference, self.settings.policy.feature_drift_threshold)
         result = replace(base, drift_share=outcome.drift_share, drifted_features=outcome.drifted_features,
                          dataset_drift=outcome.dataset_drift, prediction_drift=outcome.prediction_drift)
         return result, outcome.snapshot

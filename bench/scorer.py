@@ -1,0 +1,149 @@
+"""Benchmark of the streaming scorer on the running broker and MLflow (`mlops services up`).
+
+    .venv/bin/python bench/scorer.py [--readings 20000] [--naive 300] [--rate 2000] [--seconds 5] [--repeats 3]
+
+On one broker and one unique readings topic per run it measures
+  (a) a bare confluent-kafka consumer reading the topic, no processing;
+  (b) the scorer with exactly-once on (one transaction per micro-batch);
+  (c) a naive loop: the same scorer with one reading per transaction;
+and prints the throughput ratios b/a and b/c (medians of the repeats), then the p50/p99 latency from
+produce to committed prediction (read_committed) at a fixed input rate. Prints figures; never
+passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from mlops import kafka
+from mlops.config import Settings, load_settings
+from mlops.serve.scorer import Scorer
+from tests.conftest import unique
+from tests.helpers_models import (
+    CommittedReader,
+    fleet_readings,
+    produce_readings,
+    register_model,
+    scorer_settings,
+)
+
+
+def bare_consumer(settings: Settings, count: int) -> float:
+    """Readings per second of a consumer that only reads."""
+    consumer = kafka.consumer(settings.kafka, unique("bench-bare"))
+    consumer.subscribe([settings.kafka.topics.readings])
+    seen, started = 0, 0.0
+    while seen < count:
+        messages = consumer.consume(1000, 1.0)
+        if messages and not started:
+            started = time.perf_counter()
+            seen -= 0  # the first batch counts from its arrival
+        seen += sum(1 for m in messages if m.error() is None)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return count / elapsed
+
+
+def scorer_rate(settings: Settings, count: int, batch_size: int | None = None) -> float:
+    """Readings per second of the scorer, from its first committed batch to its last."""
+    marks: list[float] = []
+    scorer = Scorer(settings, group_id=unique("bench-score"), batch_size=batch_size)
+    scorer.run(max_events=count, on_batch=lambda s: marks.append(time.perf_counter()) if not marks else None)
+    elapsed = time.perf_counter() - marks[0]
+    first_batch = scorer.summary.processed / max(scorer.summary.batches, 1)
+    return (count - first_batch) / elapsed
+
+
+def latency(settings: Settings, rate: float, seconds: float) -> tuple[float, float]:
+    """p50 and p99 (ms) from produce (record timestamp) to arrival of the committed prediction."""
+    stop = threading.Event()
+    scorer = Scorer(settings, group_id=unique("bench-lat"))
+    readings = fleet_readings(devices=200, cycles=range(1, int(rate * seconds / 200) + 2))
+    produce_readings(settings, readings[:200])  # warm-up: the scorer is running once these are out
+    thread = threading.Thread(target=scorer.run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    out = CommittedReader(settings, settings.kafka.topics.predictions)
+    out.wait_for(200, timeout_s=300, alive=thread.is_alive)
+    producer = kafka.producer(settings.kafka, **{"linger.ms": 0})
+    import json
+
+    start, sent = time.perf_counter(), 200
+    while sent < len(readings):
+        due = 200 + int((time.perf_counter() - start) * rate)
+        for r in readings[sent:min(due, len(readings))]:
+            producer.produce(settings.kafka.topics.readings, value=json.dumps(r).encode(), key=r["device_id"])
+        sent = max(sent, min(due, len(readings)))
+        producer.poll(0)
+        out.poll(0.001)
+    producer.flush(30)
+    out.wait_for(len(readings), timeout_s=60, alive=thread.is_alive)
+    stop.set()
+    thread.join(30)
+    produced = _timestamps(settings)
+    delays = sorted(
+        (arrived - produced[(p["source"]["partition"], p["source"]["offset"])]) * 1000
+        for p, arrived in zip(out.records[200:], out.received_at[200:], strict=True)
+    )
+    out.close()
+    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
+
+
+def _timestamps(settings: Settings) -> dict[tuple[int, int], float]:
+    topic = settings.kafka.topics.readings
+    consumer = kafka.consumer(settings.kafka, unique("bench-ts"))
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    total = sum(consumer.get_watermark_offsets(TopicPartition(topic, p))[1] for p in parts)
+    out: dict[tuple[int, int], float] = {}
+    while len(out) < total:
+        for m in consumer.consume(1000, 1.0):
+            if m.error() is None:
+                out[(m.partition(), m.offset())] = m.timestamp()[1] / 1000
+    consumer.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=20_000)
+    parser.add_argument("--naive", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    base = load_settings("local")
+    tag = unique("bench")
+    settings = scorer_settings(base, tag)
+    register_model(settings)
+    produce_readings(settings, fleet_readings(devices=200, cycles=range(1, args.readings // 200 + 1)))
+    count = (args.readings // 200) * 200
+    bare, eos, naive = [], [], []
+    for i in range(args.repeats):
+        bare.append(bare_consumer(settings, count))
+        eos.append(scorer_rate(settings, count))
+        naive.append(scorer_rate(settings, args.naive, batch_size=1))
+        print(f"repeat {i + 1}: bare {bare[-1]:,.0f}/s  scorer {eos[-1]:,.0f}/s  naive {naive[-1]:,.0f}/s", flush=True)
+    a, b, c = statistics.median(bare), statistics.median(eos), statistics.median(naive)
+    print(f"(a) bare consumer   {a:12,.0f} readings/s")
+    print(f"(b) scorer, EOS     {b:12,.0f} readings/s")
+    print(f"(c) naive, 1/txn    {c:12,.0f} readings/s")
+    print(f"b/a = {b / a:.2f}   (target >= 0.5)")
+    print(f"b/c = {b / c:.1f}   (target >= 20)")
+    lat_settings = scorer_settings(base, unique("bench-lat"))
+    register_model(lat_settings)
+    p50, p99 = latency(lat_settings, args.rate, args.seconds)
+    print(f"latency at {args.rate:,.0f} readings/s: p50 {p50:.1f} ms  p99 {p99:.1f} ms   (target p99 < 100 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""What the registry holds: every version of the model with its aliases, key metrics and trigger.
+
+    for info in list_versions(settings):
+        print(info.version, info.aliases, info.metrics.get("val_f1"), info.trigger)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops.config import Settings
+from mlops.errors import RegistryError
+
+KEY_METRICS = ("val_f1", "val_roc_auc", "val_pr_auc", "val_precision", "val_recall", "val_accuracy")
+
+
+class VersionNotFoundError(RegistryError):
+    """The registered model or the version asked for does not exist."""
+
+
+def registry_client(settings: Settings) -> Any:
+    """An MlflowClient for the configured tracking server and registry."""
+    from mlflow import MlflowClient
+
+    uri = settings.mlflow.tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def aliases(settings: Settings, client: Any = None) -> dict[str, str]:
+    """Alias -> version of the configured model; {} when no alias is set."""
+    name = settings.mlflow.registered_model
+    client = client or registry_client(settings)
+    try:
+        model = client.get_registered_model(name)
+    except Exception as err:  # MlflowException (not found) and connection errors alike
+        raise VersionNotFoundError(f"model {name!r}: not in the registry at {settings.mlflow.tracking_uri}: "
+                                   f"{err}") from err
+    return {alias: str(version) for alias, version in dict(model.aliases or {}).items()}
+
+
+def model_version(settings: Settings, version: str, client: Any = None) -> Any:
+    """The registry's ModelVersion; VersionNotFoundError naming the model and version if absent."""
+    name = settings.mlflow.registered_model
+    client = client or registry_client(settings)
+    try:
+        return client.get_model_version(name, str(version))
+    except Exception as err:
+        raise VersionNotFoundError(f"model {name!r} version {version}: not in the registry at "
+                                   f"{settings.mlflow.tracking_uri}: {err}") from err
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version as the CLI and the API show it."""
+
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    created: datetime
+    status: str
+    trigger: str | None
+    reason: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created"] = self.created.isoformat()
+        return data
+
+
+def _info(meta: Any, alias_map: dict[str, str], metrics: dict[str, float]) -> VersionInfo:
+    tags = dict(meta.tags or {})
+    return VersionInfo(
+        version=str(meta.version),
+        aliases=sorted(a for a, v in alias_map.items() if v == str(meta.version)),
+        run_id=meta.run_id,
+        created=datetime.fromtimestamp(meta.creation_timestamp / 1000, tz=UTC),
+        status=str(meta.status),
+        trigger=tags.get("trigger"),
+        reason=tags.get("reason"),
+        metrics=metrics,
+        tags=tags,
+    )
+
+
+def run_metrics(client: Any, run_id: str | None) -> dict[str, float]:
+    """The key validation metrics of a run ({} when the run is gone)."""
+    if not run_id:
+        return {}
+    try:
+        data = client.get_run(run_id).data
+    except Exception:  # a deleted run still leaves its model version listed
+        return {}
+    return {k: float(v) for k, v in data.metrics.items() if k in KEY_METRICS}
+
+
+def version_info(settings: Settings, version: str, client: Any = None) -> VersionInfo:
+    """One version with its aliases and key metrics."""
+    client = client or registry_client(settings)
+    meta = model_version(settings, version, client)
+    return _info(meta, aliases(settings, client), run_metrics(client, meta.run_id))
+
+
+def list_versions(settings: Settings, client: Any = None) -> list[VersionInfo]:
+    """Every version of the configured model, newest first."""
+    name = settings.mlflow.registered_model
+    client = client or registry_client(settings)
+    alias_map = aliases(settings, client)
+    try:
+        versions = list(client.search_model_versions(f"name = '{name}'", max_results=1000))
+    except Exception as err:
+        raise RegistryError(f"model {name!r}: cannot list versions at {settings.mlflow.tracking_uri}: {err}") from err
+    versions.sort(key=lambda meta: int(meta.version), reverse=True)
+    return [_info(meta, alias_map, run_metrics(client, meta.run_id)) for meta in versions]
+
+
+def describe(settings: Settings, version: str, client: Any = None) -> dict[str, Any]:
+    """Everything the registry knows of one version: tags, run params and metrics, aliases."""
+    client = client or registry_client(settings)
+    info = version_info(settings, version, client)
+    params: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    if info.run_id:
+        try:
+            run = client.get_run(info.run_id)
+            params, metrics = dict(run.data.params), dict(run.data.metrics)
+        except Exception as err:
+            raise RegistryError(f"model version {version}: cannot read run {info.run_id}: {err}") from err
+    return {**info.to_dict(), "params": params, "run_metrics": metrics}
+
+
+def lineage_summary(tags: dict[str, str]) -> dict[str, str]:
+    """The lineage tags of a version (``lineage.*``, trigger, reason, git commit) without the prefix noise."""
+    keep = {"trigger", "reason", "git_commit"}
+    return {k: v for k, v in sorted(tags.items()) if k.startswith("lineage.") or k in keep}

@@ -1,0 +1,87 @@
+"""Per-device window state of the scorer, rebuilt from the readings topic.
+
+Mechanism (docs/scorer.md): the state is never stored. When the scorer gets a partition (start,
+restart, rebalance) or rewinds after an aborted transaction, it seeks to
+``committed - lookback`` and *replays* the records up to the committed offset: they go into the
+device windows but are not scored again. Readings are keyed by device id, so a device's whole
+history is in one partition, and a replay of at least ``(window - 1) * devices per partition``
+records rebuilds exactly the windows a scorer that never stopped would hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from mlops.features.compute import FeatureSpec
+from mlops.features.state import DeviceWindows, StreamReading
+
+Partition = tuple[str, int]
+
+
+class PartitionedWindows:
+    """:class:`DeviceWindows` plus which partition each device lives in and where replays end."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.windows = DeviceWindows(spec)
+        self._devices: dict[Partition, set[str]] = {}
+        self._replay_until: dict[Partition, int] = {}
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.windows.spec
+
+    def begin_replay(self, partition: Partition, committed: int) -> None:
+        """Forget the partition's devices; records before ``committed`` will only be replayed."""
+        self.drop([partition])
+        self._replay_until[partition] = committed
+
+    def is_replay(self, partition: Partition, offset: int) -> bool:
+        """True for a record that was scored before and only rebuilds state."""
+        return offset < self._replay_until.get(partition, -1)
+
+    def replaying(self) -> bool:
+        return bool(self._replay_until)
+
+    def replay_done(self, partition: Partition, next_offset: int) -> None:
+        """The consumer reached ``next_offset``: stop treating the partition as replaying."""
+        if next_offset >= self._replay_until.get(partition, -1):
+            self._replay_until.pop(partition, None)
+
+    def push(self, partition: Partition, device_id: str, sensors: Mapping[str, float],
+             cycle: int | None = None) -> None:
+        """Add a replayed reading to its device's window without computing features."""
+        self._devices.setdefault(partition, set()).add(device_id)
+        self.windows.push(device_id, sensors, cycle)
+
+    def update_and_compute(
+        self, partition_readings: Iterable[tuple[Partition, str, Mapping[str, float], int | None]]
+    ) -> np.ndarray:
+        """Push every (partition, device_id, sensors, cycle) in order; return one feature row per reading.
+
+        The cycle lets the kernel start a new window when a device begins a new life.
+        """
+        readings: list[StreamReading] = []
+        for partition, device_id, sensors, cycle in partition_readings:
+            self._devices.setdefault(partition, set()).add(device_id)
+            readings.append((device_id, sensors) if cycle is None else (device_id, sensors, cycle))
+        return self.windows.update_and_compute(readings)
+
+    def drop(self, partitions: Iterable[Partition]) -> None:
+        """Forget the devices of partitions this scorer no longer owns (or is about to rebuild)."""
+        for partition in partitions:
+            for device_id in self._devices.pop(partition, set()):
+                self.windows.reset(device_id)
+            self._replay_until.pop(partition, None)
+
+    def clear(self) -> None:
+        self.drop(list(self._devices) + list(self._replay_until))
+
+    def device_count(self) -> int:
+        return len(self.windows)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The windows as plain lists (tests compare a restarted scorer's state with this)."""
+        return self.windows.snapshot()

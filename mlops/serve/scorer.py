@@ -1,0 +1,369 @@
+"""The streaming scorer: readings in, predictions out, exactly once.
+
+One loop, one thread (plus the model watcher's):
+
+    consume up to batch_size readings (rebalance callbacks run only here)
+    -> swap in a newly promoted model if the watcher has one ready
+    -> validate; invalid readings become dead letters
+    -> per-device windows -> features (shared kernel) -> one vectorised predict_proba
+    -> one Kafka transaction: predictions + dead letters + the consumed offsets
+
+Because a transaction is begun and committed inside one iteration and the consumer is never
+polled while it is open, a rebalance can never find an open transaction: revoking a partition
+needs no commit or abort. If the broker rejects a commit (abortable error, e.g. a stale group
+generation after a rebalance), the transaction is aborted, every owned partition is rewound to
+its committed offset and the windows are rebuilt (:mod:`mlops.serve.feature_state`), so the
+batch is scored again from the same state. Retriable errors are retried; fatal ones (a newer
+process with the same transactional.id fenced us) stop the scorer with a clear error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+
+from mlops import kafka
+from mlops.config import Settings
+from mlops.data.dlq import DeadLetters
+from mlops.data.schemas import Reading, parse_reading
+from mlops.errors import ServiceError, ValidationError
+from mlops.log import get_logger
+from mlops.registry.loader import LoadedModel, load_champion
+from mlops.registry.watcher import ModelWatcher
+from mlops.serve.feature_state import Partition, PartitionedWindows
+from mlops.serve.metrics import ScorerMetrics
+from mlops.serve.records import encode_predictions
+
+log = get_logger(__name__)
+
+DEFAULT_GROUP = "mlops-scorer"
+KAFKA_TIMEOUT_S = 30.0
+RETRY_DEADLINE_S = 60.0
+
+
+@dataclass
+class ScoreSummary:
+    """What one run of the scorer did."""
+
+    scored: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    aborted: int = 0
+    model_version: str = ""
+
+    @property
+    def processed(self) -> int:
+        return self.scored + self.dead_letters
+
+
+def transactional_id(settings: Settings, group_id: str, instance_id: str) -> str:
+    """Stable per process: a restarted scorer fences its dead predecessor and aborts its open transaction."""
+    return f"{settings.scorer.transactional_id_prefix}-{group_id}-{instance_id}"
+
+
+class Scorer:
+    """Exactly-once streaming scorer for one consumer-group member. Create, then :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        group_id: str = DEFAULT_GROUP,
+        instance_id: str = "0",
+        batch_size: int | None = None,
+        metrics: ScorerMetrics | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.instance_id = instance_id
+        self.batch_size = batch_size or settings.scorer.batch_size
+        self.metrics = metrics or ScorerMetrics()
+        self.now = now
+        self.topics = settings.kafka.topics
+        self.summary = ScoreSummary()
+        self.model: LoadedModel | None = None
+        self.state: PartitionedWindows | None = None
+        self._assigned: set[Partition] = set()
+        self._dead = DeadLetters(settings, consumer_name=f"scorer:{group_id}:{instance_id}", now=now)
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(
+        self,
+        max_events: int | None = None,
+        stop: threading.Event | None = None,
+        on_batch: Callable[[ScoreSummary], None] | None = None,
+    ) -> ScoreSummary:
+        """Score until ``stop`` is set or ``max_events`` readings were handled (scored or dead-lettered)."""
+        stop = stop or threading.Event()
+        wanted = {self.topics.readings, self.topics.predictions, self.topics.dlq, self.topics.model_events}
+        kafka.ensure_topics(self.settings.kafka, [t for t in kafka.design_topics(self.settings.kafka)
+                                                  if t.name in wanted])
+        self._use_model(load_champion(self.settings))
+        assert self.model is not None
+        self.state = PartitionedWindows(self.model.spec)
+        watcher = ModelWatcher(self.settings, current_version=self.model.version,
+                               on_failure=lambda _version, _error: self.metrics.load_failures.inc())
+        self._producer = self._open_producer()
+        self._consumer = self._open_consumer()
+        watcher.start()
+        next_lag = 0.0
+        try:
+            while not stop.is_set() and (max_events is None or self.summary.processed < max_events):
+                limit = self.batch_size if max_events is None else min(self.batch_size,
+                                                                       max_events - self.summary.processed)
+                messages = self._consumer.consume(limit, self.settings.scorer.poll_timeout_s)
+                swapped = watcher.take()
+                if swapped is not None:
+                    self._swap(swapped)
+                batch = self._triage(messages)
+                if batch:
+                    self._score(batch)
+                    if on_batch is not None:
+                        on_batch(self.summary)
+                if time.monotonic() >= next_lag:
+                    self._update_lag()
+                    next_lag = time.monotonic() + 1.0
+        finally:
+            watcher.stop()
+            self._consumer.close()
+            self._producer.flush(KAFKA_TIMEOUT_S)
+        return self.summary
+
+    def _open_producer(self) -> Producer:
+        tid = transactional_id(self.settings, self.group_id, self.instance_id)
+        producer = kafka.transactional_producer(
+            self.settings.kafka, tid, **{"transaction.timeout.ms": self.settings.scorer.transaction_timeout_ms}
+        )
+        try:
+            # Fences any earlier process with this id and aborts its unfinished transaction.
+            producer.init_transactions(KAFKA_TIMEOUT_S)
+        except KafkaException as err:
+            raise ServiceError(f"kafka {self.settings.kafka.bootstrap_servers}: init_transactions for "
+                               f"transactional.id {tid!r} failed: {err}") from err
+        log.info("transactional producer ready", transactional_id=tid)
+        return producer
+
+    def _open_consumer(self) -> Consumer:
+        consumer = kafka.consumer(
+            self.settings.kafka,
+            self.group_id,
+            **{
+                # Static membership: a restarted process takes its partitions back without a rebalance.
+                "group.instance.id": f"{self.group_id}-{self.instance_id}",
+                "session.timeout.ms": self.settings.scorer.session_timeout_ms,
+                "partition.assignment.strategy": "range",
+            },
+        )
+        consumer.subscribe([self.topics.readings], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
+        return consumer
+
+    # -- rebalance and rewind ---------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        positions = self._replay_positions(consumer, partitions)
+        consumer.assign(positions)
+        self._assigned = {(tp.topic, tp.partition) for tp in partitions}
+        log.info("partitions assigned", topic=self.topics.readings,
+                 partitions=",".join(f"{tp.partition}@{tp.offset}" for tp in positions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # No transaction is open here (see module docstring): only the state has to go.
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        assert self.state is not None
+        self.state.drop(revoked)
+        self._assigned -= set(revoked)
+        log.info("partitions revoked", topic=self.topics.readings,
+                 partitions=",".join(str(p) for _t, p in revoked))
+
+    def _replay_positions(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Where to start each partition so that the windows are rebuilt before scoring resumes."""
+        assert self.state is not None
+        lookback = self.settings.scorer.state_lookback
+        committed = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                                       timeout=KAFKA_TIMEOUT_S)
+        positions = []
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            if tp.offset < 0:  # nothing committed yet: everything is new
+                self.state.drop([key])
+                positions.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+                continue
+            low, _high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                        timeout=KAFKA_TIMEOUT_S)
+            self.state.begin_replay(key, tp.offset)
+            positions.append(TopicPartition(tp.topic, tp.partition, max(low, tp.offset - lookback)))
+        return positions
+
+    def _rewind(self) -> None:
+        """Back to the committed offsets of every owned partition, rebuilding the windows on the way."""
+        assert self._consumer is not None
+        owned = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        for position in self._replay_positions(self._consumer, owned):
+            self._consumer.seek(position)
+        log.warning("rewound to committed offsets", partitions=len(owned))
+
+    # -- models -----------------------------------------------------------------------------
+    def _use_model(self, model: LoadedModel) -> None:
+        self.model = model
+        self.summary.model_version = model.version
+        self.metrics.set_model(model.name, model.version, model.run_id)
+
+    def _swap(self, model: LoadedModel) -> None:
+        old = self.model
+        self._use_model(model)
+        if old is None or old.spec != model.spec or self.state is None:
+            # Different sensors or window: rebuild the windows for the new spec from the topic.
+            self.state = PartitionedWindows(model.spec)
+            if self._consumer is not None and self._assigned:
+                self._rewind()
+        log.info("model swapped in", model_name=model.name, model_version=model.version,
+                 previous_version=old.version if old else None, run_id=model.run_id)
+
+    # -- the batch --------------------------------------------------------------------------
+    def _triage(self, messages: list[Message]) -> list[Message]:
+        """Drop errors and stale records, feed replayed records to the state, return the live ones."""
+        assert self.state is not None and self.model is not None
+        live = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise ServiceError(f"kafka consumer: fatal error: {error}")
+                log.warning("consumer error", topic=message.topic(), partition=message.partition(), error=error)
+                continue
+            key = (message.topic() or "", message.partition() or 0)
+            offset = message.offset() or 0
+            if key not in self._assigned:
+                continue  # fetched before a revoke; its new owner scores it
+            if self.state.is_replay(key, offset):
+                reading = self._valid(message)
+                if isinstance(reading, Reading):
+                    self.state.push(key, reading.device_id, reading.sensors, reading.cycle)
+                continue
+            self.state.replay_done(key, offset)
+            live.append(message)
+        return live
+
+    def _valid(self, message: Message) -> Reading | str:
+        """The reading, or the reason it cannot be scored by the current model."""
+        assert self.model is not None
+        try:
+            reading = parse_reading(message.value())
+        except ValidationError as err:
+            return err.reason
+        missing = [s for s in self.model.spec.sensors if s not in reading.sensors]
+        if missing:
+            return (f"field 'sensors': lacks {', '.join(missing)} needed by model {self.model.name} "
+                    f"version {self.model.version}")
+        return reading
+
+    def _score(self, batch: list[Message]) -> None:
+        assert self.state is not None and self.model is not None
+        started = time.perf_counter()
+        model = self.model
+        readings: list[Reading] = []
+        sources: list[tuple[str, int, int]] = []
+        dead: list[tuple[Message, str]] = []
+        for message in batch:
+            outcome = self._valid(message)
+            if isinstance(outcome, Reading):
+                readings.append(outcome)
+                sources.append((message.topic() or "", message.partition() or 0, message.offset() or 0))
+            else:
+                dead.append((message, outcome))
+        features = self.state.update_and_compute(
+            ((topic, partition), r.device_id, r.sensors, r.cycle)
+            for r, (topic, partition, _o) in zip(readings, sources, strict=True)
+        )
+        payloads: list[bytes] = []
+        if readings:
+            probabilities = model.predict_proba(features)
+            payloads = encode_predictions(readings, sources, features, probabilities, model, self.now())
+        offsets: dict[Partition, int] = {}
+        for message in batch:
+            key = (message.topic() or "", message.partition() or 0)
+            offsets[key] = max(offsets.get(key, 0), (message.offset() or 0) + 1)
+        if not self._transact(readings, payloads, dead, offsets):
+            return
+        elapsed = time.perf_counter() - started
+        self.summary.batches += 1
+        self.summary.scored += len(readings)
+        self.summary.dead_letters += len(dead)
+        self.metrics.events.labels(outcome="scored").inc(len(readings))
+        self.metrics.events.labels(outcome="dead_letter").inc(len(dead))
+        self.metrics.dead_letters.inc(len(dead))
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.batch_seconds.observe(elapsed)
+        last = batch[-1]
+        log.debug("batch committed", topic=last.topic(), partition=last.partition(), offset=last.offset(),
+                  scored=len(readings), dead_letters=len(dead), model_version=model.version,
+                  seconds=round(elapsed, 4))
+
+    def _transact(self, readings: list[Reading], payloads: list[bytes], dead: list[tuple[Message, str]],
+                  offsets: dict[Partition, int]) -> bool:
+        """One transaction for the batch. False if it had to be aborted (the batch will be re-read)."""
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        topic = self.topics.predictions
+        try:
+            producer.begin_transaction()
+            for reading, payload in zip(readings, payloads, strict=True):
+                _produce(producer, topic, payload, reading.device_id)
+            for message, reason in dead:
+                self._dead.send_message(message, reason, producer=producer)
+            tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            _retrying(lambda: producer.send_offsets_to_transaction(
+                tps, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S))
+            _retrying(lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
+            return True
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not error.txn_requires_abort():
+                raise ServiceError(f"kafka transaction of scorer {self.group_id}/{self.instance_id} failed "
+                                   f"fatally: {error} (another process with the same transactional.id?)") from exc
+            log.warning("transaction aborted; rewinding", error=error, partitions=len(offsets))
+            _retrying(lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+            self.summary.aborted += 1
+            self.metrics.aborted.inc()
+            self._rewind()
+            return False
+
+    def _update_lag(self) -> None:
+        assert self._consumer is not None
+        owned = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        if not owned:
+            return
+        for tp in self._consumer.position(owned):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, -1)
+            if tp.offset >= 0 and high >= 0:
+                self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, high - tp.offset))
+
+
+def _produce(producer: Producer, topic: str, value: bytes, key: str) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.05)  # local queue full: serve deliveries to make room
+
+
+def _retrying(call: Callable[[], Any]) -> Any:
+    """Call again while the client says the error is retriable (as confluent-kafka documents)."""
+    deadline = time.monotonic() + RETRY_DEADLINE_S
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not error.retriable() or time.monotonic() > deadline:
+                raise
+            log.warning("retrying transactional call", error=error)

@@ -1,0 +1,176 @@
+"""The streaming scorer against the real broker and MLflow: exactly-once, restarts, scale-out."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.config import Settings
+from mlops.data.schemas import parse_reading
+from mlops.features.compute import features_frame
+from mlops.serve.scorer import Scorer
+from tests.conftest import REPO, unique
+from tests.helpers_models import (
+    SPEC,
+    CommittedReader,
+    fleet_readings,
+    produce,
+    produce_readings,
+    register_model,
+    scorer_settings,
+    settings_env,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _assert_exactly_once(predictions: list[dict[str, Any]], readings: list[dict[str, Any]]) -> None:
+    """One prediction per reading, none twice, and the features a never-stopped scorer computes."""
+    sources = Counter((p["source"]["partition"], p["source"]["offset"]) for p in predictions)
+    duplicates = [s for s, n in sources.items() if n > 1]
+    assert not duplicates, f"{len(duplicates)} readings scored twice, e.g. {duplicates[:5]}"
+    by_reading = {(p["device_id"], p["cycle"]): p for p in predictions}
+    expected_keys = {(r["device_id"], r["cycle"]) for r in readings}
+    assert set(by_reading) == expected_keys, f"missing {len(expected_keys - set(by_reading))}"
+    # The same features a scorer that never stopped would compute: the batch path over all readings.
+    frame = pd.DataFrame([parse_reading(json.dumps(r)).to_row() for r in readings])
+    expected = features_frame(frame, SPEC).set_index(["device_id", "cycle"])
+    names = SPEC.feature_names()
+    got = np.array([[by_reading[(d, c)]["features"][n] for n in names] for d, c in expected.index])
+    np.testing.assert_allclose(got, expected[names].to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_scores_every_reading_once_and_dead_letters_bad_input(services: Settings) -> None:
+    settings = scorer_settings(services, unique("eos"), batch_size=100)
+    version = register_model(settings)
+    readings = fleet_readings(devices=12, cycles=range(1, 51))  # 600 readings
+    bad = [b"not json", b'{"schema_version": 1}', json.dumps({**readings[0], "sensors": {"s_2": 1.0}}).encode()]
+    produce_readings(settings, readings[:300])
+    produce(settings, bad, ["dev-000", None, "dev-000"])
+    produce_readings(settings, readings[300:])
+
+    summary = Scorer(settings, group_id=unique("g")).run(max_events=len(readings) + len(bad))
+
+    assert (summary.scored, summary.dead_letters) == (len(readings), len(bad))
+    out = CommittedReader(settings, settings.kafka.topics.predictions)
+    dlq = CommittedReader(settings, settings.kafka.topics.dlq)
+    try:
+        out.wait_for(len(readings), timeout_s=30)
+        dlq.wait_for(len(bad), timeout_s=30)
+        _assert_exactly_once(out.records, readings)
+        assert {p["model_version"] for p in out.records} == {version}
+        reasons = sorted(d["reason"] for d in dlq.records)
+        assert any("not valid JSON" in r for r in reasons)
+        assert any("lacks s_3, s_4" in r for r in reasons), reasons
+        assert all(d["source"]["topic"] == settings.kafka.topics.readings for d in dlq.records)
+    finally:
+        out.close()
+        dlq.close()
+
+
+def _start(settings: Settings, group: str, instance: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(settings), "MLOPS_CONFIG_DIR": str(REPO / "configs")}
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mlops", "score", "--group", group, "--instance", instance],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(services: Settings, tmp_path: Path) -> None:
+    settings = scorer_settings(services, unique("kill"), batch_size=40, state_lookback=1000)
+    register_model(settings)
+    readings = fleet_readings(devices=20, cycles=range(1, 121))  # 2,400 readings
+    produce_readings(settings, readings)
+    group, log = unique("g"), tmp_path / "scorer.log"
+    out = CommittedReader(settings, settings.kafka.topics.predictions)
+    rng = random.Random(7)
+    process = _start(settings, group, "0", log)
+    try:
+        for kill in range(3):
+            # Kill after progress past a random point: mid-transaction, between batches, anywhere.
+            target = len(out.records) + rng.randint(100, 500)
+            out.wait_for(target, timeout_s=90, alive=lambda p=process: p.poll() is None)
+            process.send_signal(signal.SIGKILL)
+            process.wait(30)
+            process = _start(settings, group, "0", log)
+            assert kill < 3
+        out.wait_for(len(readings), timeout_s=120, alive=lambda: process.poll() is None)
+        _stop(process)
+        out.poll(1.0)  # anything extra would be a duplicate: give it a chance to show up
+        _assert_exactly_once(out.records, readings)
+        assert len(out.records) == len(readings)
+    except AssertionError:
+        print(log.read_text()[-5000:])
+        raise
+    finally:
+        _stop(process)
+        out.close()
+
+
+def test_two_scorers_share_partitions_through_a_rebalance(services: Settings, tmp_path: Path) -> None:
+    settings = scorer_settings(services, unique("scale"), batch_size=50, state_lookback=1000)
+    register_model(settings)
+    readings = fleet_readings(devices=16, cycles=range(1, 76))  # 1,200 readings
+    phases = [readings[:400], readings[400:800], readings[800:]]
+    group = unique("g")
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    out = CommittedReader(settings, settings.kafka.topics.predictions)
+    a = _start(settings, group, "a", log_a)
+    b: subprocess.Popen[bytes] | None = None
+    try:
+        produce_readings(settings, phases[0])
+        out.wait_for(400, timeout_s=90, alive=lambda: a.poll() is None)
+        b = _start(settings, group, "b", log_b)
+        _wait_for_log(log_b, "partitions assigned", b)  # the group rebalanced: b owns partitions now
+        produce_readings(settings, phases[1])
+        out.wait_for(800, timeout_s=90)
+        a.send_signal(signal.SIGKILL)  # b takes a's partitions after the session timeout
+        a.wait(30)
+        produce_readings(settings, phases[2])
+        out.wait_for(len(readings), timeout_s=90, alive=lambda: b is not None and b.poll() is None)
+        _stop(b)
+        out.poll(1.0)
+        _assert_exactly_once(out.records, readings)
+        assert len(out.records) == len(readings)
+        assert "partitions assigned" in log_b.read_text()
+    except AssertionError:
+        print(log_a.read_text()[-3000:], log_b.read_text()[-3000:] if log_b.exists() else "")
+        raise
+    finally:
+        _stop(a)
+        if b is not None:
+            _stop(b)
+        out.close()
+
+
+def _wait_for_log(log: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and any(text in line and "partitions=\"\"" not in line and not line.endswith("=")
+                                    for line in log.read_text().splitlines())):
+        assert process.poll() is None, f"scorer exited: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {log} after {timeout_s}s"
+        time.sleep(0.1)  # polling a file for a condition, with a deadline
