@@ -276,7 +276,7 @@ class DemoSettings(_Section):
     seed: int = 1
     history_readings: int = Field(8000, ge=100)
     """Readings published (fast) before the stream, to train the initial model on."""
-    rate: float = Field(150.0, gt=0)
+    rate: float = Field(100.0, gt=0)
     """Readings per second of the live stream."""
     after_promotion_windows: int = Field(3, ge=1)
     """Performance windows of the new champion to see before the demo ends."""

@@ -1,85 +1,91 @@
-"""``mlops demo``: show the product working on embedded defaults.
+"""``mlops demo``: the whole loop on embedded defaults, from an empty data directory to a report.
 
-What it runs grows with the product; today: services up, their status, a reading produced to and
-consumed back from ``iot.readings`` through the real broker, and a run logged and a model version
-registered through the real MLflow server.
+The demo runs in its own data directory (``demo.data_dir``, wiped at the start) and on its own
+ports (every configured port + ``demo.port_offset``), so it never mixes with the services or data
+of ``mlops services up``. Child processes get the same settings through ``MLOPS_*`` variables.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
-import uuid
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from mlops import kafka
-from mlops.config import Settings
-from mlops.errors import ServiceError
+from mlops.config import Settings, load_settings
 from mlops.services import manager
 
 
-def kafka_round_trip(settings: Settings, timeout_s: float = 30.0) -> dict[str, object]:
-    """Produce one reading to the readings topic and consume it back; return what came back."""
-    topic = settings.kafka.topics.readings
-    marker = uuid.uuid4().hex
-    reading = {"device_id": "demo-0", "marker": marker, "event_time": time.time()}
-    producer = kafka.producer(settings.kafka)
-    producer.produce(topic, key=b"demo-0", value=json.dumps(reading).encode())
-    if producer.flush(timeout_s) != 0:
-        raise ServiceError(f"kafka: could not deliver a message to {topic} within {timeout_s}s")
-    consumer = kafka.consumer(settings.kafka, group_id=f"mlops-demo-{marker}")
-    consumer.subscribe([topic])
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            value = json.loads(message.value() or b"{}")
-            if value.get("marker") == marker:
-                return {"topic": topic, "partition": message.partition(), "offset": message.offset(), **value}
-    finally:
-        consumer.close()
-    raise ServiceError(f"kafka: the message produced to {topic} did not come back within {timeout_s}s")
+def _with_port(address: str, offset: int) -> str:
+    head, _, port = address.rpartition(":")
+    return f"{head}:{int(port.split('/')[0]) + offset}"
 
 
-def mlflow_round_trip(settings: Settings) -> dict[str, str]:
-    """Log a run and register a tiny model version through the tracking server."""
-    import mlflow
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    mlflow.set_experiment(f"{settings.mlflow.experiment}-smoke")
-    x = np.array([[0.0], [1.0], [2.0], [3.0]])
-    model = LogisticRegression().fit(x, [0, 0, 1, 1])
-    with mlflow.start_run(run_name="services-smoke") as run:
-        mlflow.log_param("purpose", "services round trip")
-        mlflow.log_metric("train_accuracy", float(model.score(x, [0, 0, 1, 1])))
-        # Explicit requirements: inferring them re-imports the model in a subprocess (~20 s).
-        import sklearn
-
-        info = mlflow.sklearn.log_model(model, name="model", input_example=x[:1],
-                                        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
-                                        registered_model_name=f"{settings.mlflow.registered_model}-smoke")
-    return {"run_id": run.info.run_id, "model_uri": info.model_uri,
-            "version": str(info.registered_model_version)}
+def demo_overrides(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Settings that move the demo into its own data directory and ports."""
+    offset = settings.demo.port_offset
+    return {
+        "paths": {"data_dir": str(settings.demo.data_dir)},
+        "kafka": {"bootstrap_servers": _with_port(settings.kafka.bootstrap_servers, offset),
+                  "controller_port": settings.kafka.controller_port + offset},
+        "mlflow": {"tracking_uri": _with_port(settings.mlflow.tracking_uri, offset)},
+        "api": {"port": settings.api.port + offset},
+        "scorer": {"metrics_port": settings.scorer.metrics_port + offset},
+    }
 
 
-def run_demo(settings: Settings, keep_running: bool, console: Console) -> None:
+def as_environment(overrides: dict[str, Any], prefix: str = "MLOPS_") -> dict[str, str]:
+    """``{"kafka": {"topics": {"readings": "x"}}}`` -> ``{"MLOPS_KAFKA__TOPICS__READINGS": "x"}``."""
+    env: dict[str, str] = {}
+    for key, value in overrides.items():
+        name = f"{prefix}{key.upper()}"
+        if isinstance(value, dict):
+            env.update(as_environment(value, name + "__"))
+        else:
+            env[name] = json.dumps(value) if isinstance(value, list) else str(value)
+    return env
+
+
+def _fresh_data_dir(settings: Settings, console: Console) -> None:
+    """Stop services a previous demo left running and empty its data directory."""
+    manager.down(settings, report=console.print)
+    if settings.data_dir.exists():
+        shutil.rmtree(settings.data_dir)
+
+
+def run_demo(base: Settings, keep_running: bool, console: Console) -> Path | None:
+    """Run the whole loop; return the report's path."""
+    from mlops.loop_run import LoopRun
+
+    overrides = demo_overrides(base)
+    settings = load_settings(base.profile, overrides=overrides)
+    demo = base.demo
     t0 = time.monotonic()
-    console.rule("mlops demo")
+    console.rule(f"mlops demo: scenario '{demo.scenario}', data in {settings.data_dir}")
+    _fresh_data_dir(settings, console)
     try:
         manager.up(settings, report=console.print)
-        for row in manager.status(settings):
-            console.print(f"{row.name}: {row.address} version {row.version} ready={row.ready}")
-        echoed = kafka_round_trip(settings)
-        console.print(f"kafka round trip: partition {echoed['partition']} offset {echoed['offset']}")
-        logged = mlflow_round_trip(settings)
-        console.print(f"mlflow round trip: run {logged['run_id']}, registered version {logged['version']}")
-        console.print(f"MLflow UI: {settings.mlflow.tracking_uri}")
+        run = LoopRun(settings, scenario=demo.scenario, devices=demo.devices, seed=demo.seed,
+                      history_readings=demo.history_readings, rate=demo.rate,
+                      after_promotion_windows=demo.after_promotion_windows, timeout_s=demo.timeout_s,
+                      report=console.print, env=as_environment(overrides))
+        outcome = run.run()
     finally:
         if not keep_running:
             manager.down(settings, report=console.print)
-    console.rule(f"demo finished in {time.monotonic() - t0:.1f}s")
+    from mlops.report import summarise
+
+    summary = summarise(settings, outcome.onset_time, outcome.initial_version)
+    console.rule("summary")
+    for name, value in summary.as_rows():
+        console.print(f"{name:>32}: {value}")
+    console.print(f"model versions: initial v{outcome.initial_version}, promoted by the loop "
+                  f"{', '.join('v' + v for v in outcome.promoted_versions)}, serving v{outcome.serving_version}")
+    console.print(f"report: {outcome.report_path}")
+    console.print(f"MLflow UI: {settings.mlflow.tracking_uri}" + ("" if keep_running else " (stopped; run with "
+                                                                 "--follow to keep the services)"))
+    console.rule(f"demo finished in {time.monotonic() - t0:.0f}s")
+    return outcome.report_path

@@ -31,9 +31,11 @@ from mlops.config import Settings
 from mlops.data.schemas import Label, Reading
 from mlops.errors import MlopsError, ServiceError
 from mlops.log import get_logger
+from mlops.serve.scorer import DEFAULT_GROUP as SCORER_GROUP
 
 log = get_logger(__name__)
-ROLES = ("lake-sink", "score", "loop", "api", "scheduler")
+ROLES = ("lake-sink", "score", "loop run", "api", "scheduler")
+"""The `mlops` commands a run starts, in order; each is one process."""
 
 
 @dataclass
@@ -59,8 +61,11 @@ class Processes:
         self.env = env
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
+    def log_path(self, role: str) -> Path:
+        return self.settings.log_dir / f"{role.replace(' ', '-')}.log"
+
     def start(self, role: str, *args: str) -> None:
-        log_path = self.settings.log_dir / f"{role}.log"
+        log_path = self.log_path(role)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as out:
             self.running[role] = subprocess.Popen(
@@ -71,7 +76,7 @@ class Processes:
         """Raise if a process died: the run cannot go on without it."""
         for role, proc in self.running.items():
             if proc.poll() is not None:
-                tail = (self.settings.log_dir / f"{role.split()[0]}.log").read_text(errors="replace")[-3000:]
+                tail = self.log_path(role).read_text(errors="replace")[-3000:]
                 raise ServiceError(f"`mlops {role}` exited with code {proc.returncode}:\n{tail}")
 
     def stop_all(self, timeout_s: float = 60.0) -> None:
@@ -86,6 +91,22 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         self.running.clear()
+
+
+def commit_end_offsets(settings: Settings, group: str, topic: str) -> None:
+    """Set ``group``'s committed offsets on ``topic`` to its current end (the group must be idle)."""
+    from confluent_kafka import TopicPartition
+
+    from mlops import kafka
+
+    consumer = kafka.consumer(settings.kafka, group)
+    try:
+        metadata = consumer.list_topics(topic, timeout=30)
+        ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1])
+                for p in metadata.topics[topic].partitions]
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
 
 
 def take_readings(events: Iterator[Reading | Label], count: int) -> Iterator[Reading | Label]:
@@ -160,6 +181,9 @@ class LoopRun:
 
             initial = self._train_initial()
             timings["initial_model_s"] = time.monotonic() - t0
+            # The history trained the initial model; the scorer starts at the live stream (it still
+            # re-reads the history's tail to warm its per-device feature windows).
+            commit_end_offsets(self.settings, SCORER_GROUP, self.settings.kafka.topics.readings)
             for role in ROLES[1:]:
                 self.processes.start(role)
             self.report("started: " + ", ".join(f"mlops {r}" for r in self.processes.running))
@@ -208,7 +232,7 @@ class LoopRun:
                                                           trigger="manual", reason="initial model (demo history)"),
                               progress=lambda line: self.report(f"  train: {line}"))
         promotion.promote(self.settings, result.version, actor="demo", reason="initial model", force=True)
-        self.report(f"initial model: version {result.version}, val f1 {result.metrics.get('val_f1', float('nan')):.3f}"
+        self.report(f"initial model: version {result.version}, val f1 {result.metrics.get('f1', float('nan')):.3f}"
                     f", now champion")
         return result.version
 

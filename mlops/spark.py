@@ -45,6 +45,9 @@ def spark_session(settings: Settings, app_name: str | None = None) -> SparkSessi
     # Workers must run this interpreter (the venv), not whatever `python3` is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if cfg.master.startswith("local"):
+        # In local mode everything stays on loopback: no other interface is needed or reachable.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.master(cfg.master)
         .appName(app_name or cfg.app_name)

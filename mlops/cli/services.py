@@ -62,7 +62,7 @@ def ui(profile: ProfileOption = None) -> None:
 
 def demo(profile: ProfileOption = None,
          keep: bool = typer.Option(False, "--follow", help="Leave the services running afterwards.")) -> None:
-    """Run the demo of what exists: services up, status, a Kafka and MLflow round trip."""
+    """The whole loop: history, initial model, live stream that drifts, retraining, promotion, report."""
     from mlops.demo import run_demo
 
     run_demo(settings_for(profile), keep_running=keep, console=console)
@@ -74,3 +74,17 @@ def fetch() -> None:
     from mlops.services.kafka_broker import kafka_version, resolve_jars
 
     console.print(f"kafka {kafka_version()} jars: {resolve_jars()}")
+
+
+@app.command()
+def check(profile: ProfileOption = None) -> None:
+    """Prove the services work: a message through Kafka and back, a run and a model through MLflow."""
+    from mlops.services.smoke import kafka_round_trip, mlflow_round_trip
+
+    settings = settings_for(profile)
+    manager.require_ready(settings)
+    echoed = kafka_round_trip(settings)
+    console.print(f"kafka: round trip through {echoed['topic']} partition {echoed['partition']} "
+                  f"offset {echoed['offset']}")
+    logged = mlflow_round_trip(settings)
+    console.print(f"mlflow: run {logged['run_id']}, registered version {logged['version']}")

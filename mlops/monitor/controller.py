@@ -4,9 +4,10 @@ For every window the monitor closes, the controller asks the :class:`RetrainPoli
 retrain and records the answer (``trigger`` or ``not_triggered``, with the reason) in the audit
 trail. On a trigger it retrains in a background thread, so the monitor keeps consuming:
 
-1. train on the event-time window that starts where the drift began (the first bad window of the
-   streak; at least ``policy.retrain_min_window`` back, at most ``policy.retrain_window``) and ends at
-   the monitor's event-time clock, with ``--trigger drift`` and the triggering window as reason;
+1. wait until the stream holds ``policy.retrain_min_window`` of event time since the drift began
+   (the first bad window of the streak), then train on the window from there (at most
+   ``policy.retrain_window`` back) to the monitor's event-time clock, with ``--trigger drift`` and
+   the triggering window as reason;
 2. wait until the lake holds ``policy.min_evaluation_rows`` labelled readings *after* that window
    (data neither model was trained on) and run the evaluation gate on them;
 3. promote through :func:`mlops.registry.promotion.promote` (alias move, model event, audit row) or
@@ -157,13 +158,27 @@ class LoopController:
                 self.policy.retraining_finished()
 
     def training_window(self, drift_started: datetime | None) -> tuple[datetime, datetime]:
-        """[since, until) in event time: from the drift's start, bounded below and above by policy."""
-        policy = self.settings.policy
+        """[since, until) in event time: from the drift's start (at most ``retrain_window`` back) to the clock."""
         until = self.event_clock or self.clock()
-        longest = until - _duration(policy.retrain_window)
-        shortest = until - _duration(policy.retrain_min_window)
-        since = longest if drift_started is None else min(max(drift_started, longest), shortest)
+        longest = until - _duration(self.settings.policy.retrain_window)
+        since = longest if drift_started is None else max(drift_started, longest)
         return since, until
+
+    def wait_for_drifted_data(self, drift_started: datetime | None) -> None:
+        """Wait until ``retrain_min_window`` of event time has passed since the drift began.
+
+        Training right at the trigger would see mostly data from before the drift; the new model
+        would repeat the old one's mistakes and lose at the gate.
+        """
+        if drift_started is None:
+            return
+        needed = drift_started + _duration(self.settings.policy.retrain_min_window)
+        deadline = time.monotonic() + self.settings.policy.evaluation_timeout_s
+        while (self.event_clock or self.clock()) < needed:
+            if time.monotonic() > deadline:
+                raise TrainingError(f"the stream did not reach event time {needed.isoformat()} "
+                                    f"(drift start + policy.retrain_min_window) in time")
+            time.sleep(0.5)  # the monitor thread advances event_clock with every window
 
     def retrain_and_evaluate(self, reason: str, window_id: str, drift_started: datetime | None) -> str | None:
         """One retraining: train, wait for fresh labels, gate, promote or reject. Returns the new champion."""
@@ -171,6 +186,7 @@ class LoopController:
         from mlops.train.job import TrainRequest, run_training
 
         name = self.settings.mlflow.registered_model
+        self.wait_for_drifted_data(drift_started)
         since, until = self.training_window(drift_started)
         db.record_event(self.engine, "retrain_started", model_name=name, actor=ACTOR, reason=reason,
                         details={"window_id": window_id, "since": _iso(since), "until": _iso(until)})
@@ -183,7 +199,7 @@ class LoopController:
                         details={"metrics": result.metrics, "params": result.params,
                                  "duration_s": result.duration_s})
         self.report(f"loop: trained version {result.version} (val {self.settings.policy.primary_metric} "
-                    f"{result.metrics.get('val_' + self.settings.policy.primary_metric, float('nan')):.3f})")
+                    f"{result.metrics.get(self.settings.policy.primary_metric, float('nan')):.3f})")
         data = self.wait_for_evaluation_data(result.version, until)
         try:
             change = promotion.promote(self.settings, result.version, actor=ACTOR,
@@ -194,7 +210,7 @@ class LoopController:
         if change.changed and change.previous_version:
             self.probation = Probation(change.version, change.previous_version,
                                        self.settings.policy.probation_windows)
-            self.baseline_metric = result.metrics.get("val_" + self.settings.policy.primary_metric)
+            self.baseline_metric = result.metrics.get(self.settings.policy.primary_metric)
         self.report(f"loop: promoted version {change.version} (was {change.previous_version})")
         return change.version
 

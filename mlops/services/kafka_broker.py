@@ -155,7 +155,8 @@ class KafkaBroker:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            self._java_command(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            # "--cluster-id=<id>" in one argument: a base64 id may begin with "-".
+            self._java_command(jars, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                                "-c", str(self.config_file), "--ignore-formatted"),
             capture_output=True, text=True, check=False,
         )

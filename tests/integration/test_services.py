@@ -51,7 +51,7 @@ def test_produce_and_consume_on_a_unique_topic(services, topic_name) -> None:  #
 
 def test_a_message_from_an_independent_client_is_consumed_back(services) -> None:  # type: ignore[no-untyped-def]
     # The Java console producer shipped with the broker is an independent Kafka client.
-    from mlops.demo import kafka_round_trip
+    from mlops.services.smoke import kafka_round_trip
 
     echoed = kafka_round_trip(services)
     assert echoed["topic"] == services.kafka.topics.readings
@@ -89,7 +89,7 @@ def test_java_client_and_python_client_agree(services, topic_name) -> None:  # t
 def test_log_a_run_and_register_a_model_version(services) -> None:  # type: ignore[no-untyped-def]
     from mlflow import MlflowClient
 
-    from mlops.demo import mlflow_round_trip
+    from mlops.services.smoke import mlflow_round_trip
 
     logged = mlflow_round_trip(services)
     client = MlflowClient(services.mlflow.tracking_uri)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -93,7 +94,7 @@ def test_two_instances_on_one_database_run_each_fire_once(tmp_path: Path) -> Non
         assert len(leaders) == 1, reports
         # No two runs of the 1-second job closer than half a second: nothing ran twice.
         times = sorted(datetime.fromisoformat(line.split()[1]) for line in _lines(out))
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert min(gaps) > 0.5, gaps
         # The leader stops: the standby takes over after the lease expires.
         leader = "a" if "(a)" in leaders[0] else "b"

@@ -1,0 +1,374 @@
+"""The training job: window -> training set (Spark) -> time split -> distributed search -> MLflow run
+-> registered model version with its lineage.
+
+One MLflow parent run per job and one nested child run per candidate. The chosen candidate is refit
+on the driver, logged in the sklearn flavour and registered as a new version of
+``settings.mlflow.registered_model``; nothing else in the registry changes (promotion is the loop's
+job). Any failure — Spark, an empty or too-small window, MLflow — marks the run FAILED with a
+``failure_reason`` tag, registers nothing and raises :class:`~mlops.errors.TrainingError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mlops.config import Settings
+from mlops.errors import MlopsError, TrainingError
+from mlops.log import get_logger
+from mlops.registry import lineage
+from mlops.train import plots
+from mlops.train.dataset import TrainingSet, build_training_set
+from mlops.train.model import METRIC_NAMES, evaluate, fit_and_score
+from mlops.train.search import CandidateResult, SearchData, choose_best, distributed_search, sample_candidates
+from mlops.train.split import LABEL, Split, time_split
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = get_logger(__name__)
+
+Trigger = Literal["manual", "schedule", "drift"]
+TRIGGERS = ("manual", "schedule", "drift")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SECRET_KEYS = ("key", "password", "secret", "token", "connection_string")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What to train on and why. ``since``/``until`` win over ``window`` (which ends at ``until`` or now)."""
+
+    window: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    trigger: Trigger = "manual"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A registered version and how it came about."""
+
+    run_id: str
+    model_name: str
+    version: str
+    family: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    threshold: float
+    compared_with: str
+    candidates: int
+    duration_s: float
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"7d"``, ``"12h"``, ``"90m"``, ``"30s"``, ``"2w"`` as a timedelta."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise TrainingError(f"window {text!r}: expected a positive number and a unit s, m, h, d or w (e.g. 7d)")
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+def resolve_window(request: TrainRequest, default_window: str, now: datetime) -> tuple[datetime, datetime]:
+    """The event-time window ``[since, until)`` of a request, in UTC."""
+    def utc(value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    until = utc(request.until) if request.until else utc(now)
+    since = utc(request.since) if request.since else until - parse_duration(request.window or default_window)
+    if since >= until:
+        raise TrainingError(f"training window is empty: since {since.isoformat()} is not before "
+                            f"until {until.isoformat()}")
+    return since, until
+
+
+def git_commit(directory: Path | None = None) -> str:
+    """``git rev-parse HEAD`` of the code, with ``+dirty`` for uncommitted changes; ``unknown`` outside git."""
+    where = directory or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
+def config_snapshot(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data, secrets replaced by ``***``."""
+    def redact(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: redact(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [redact(v) for v in value]
+        return "***" if any(word in key.lower() for word in _SECRET_KEYS) and value else value
+    snapshot: dict[str, Any] = redact(settings.model_dump(mode="json"))
+    return snapshot
+
+
+def _champion(client: Any, name: str) -> str:
+    try:
+        return str(client.get_model_version_by_alias(name, "champion").version)
+    except Exception:  # no registered model or no champion yet: nothing to compare with
+        return "none"
+
+
+def _pip_requirements() -> list[str]:
+    # Explicit: MLflow's requirement inference would import-trace the model in a subprocess (slow).
+    return [f"{package}=={metadata.version(package)}"
+            for package in ("scikit-learn", "numpy", "pandas", "scipy", "skops", "mlflow")]
+
+
+def _short(digest: str) -> str:
+    # MLflow caps a dataset digest at 36 characters; the full SHA-256 is in the input's tags and lineage.*.
+    return digest.removeprefix("sha256:")[:32]
+
+
+def _log_datasets(training: TrainingSet, split: Split) -> None:
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
+
+    for table in (training.readings, training.labels):
+        source = LocalArtifactDatasetSource(str(Path(table.root) / table.table))
+        dataset = MetaDataset(source, name=f"lake.{table.table}", digest=_short(table.digest))  # type: ignore[abstract]
+        mlflow.log_input(dataset, context="source", tags={
+            "digest": table.digest, "rows": str(table.rows), "files": str(len(table.files)),
+            "partitions": ",".join(table.partitions),
+            "offsets": json.dumps(table.offsets(), separators=(",", ":")),
+            "since": training.since.isoformat(), "until": training.until.isoformat()})
+    source = str(Path(training.readings.root) / "readings")
+    for context, part in (("training", split.train), ("validation", split.validation)):
+        hashed = pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes()
+        digest = "sha256:" + hashlib.sha256(hashed).hexdigest()
+        part_dataset = from_pandas(part, source=source, targets=LABEL, name=f"training-set.{context}",
+                                   digest=_short(digest))
+        mlflow.log_input(part_dataset, context=context, tags={
+            "rows": str(len(part)), "positives": str(int(part[LABEL].sum())), "digest": digest,
+            "event_time_min": pd.Timestamp(part["event_time"].min()).isoformat(),
+            "event_time_max": pd.Timestamp(part["event_time"].max()).isoformat(),
+            "readings_offsets": json.dumps(training.readings.offsets(), separators=(",", ":"))})
+
+
+def _log_children(client: Any, parent: Any, results: list[CandidateResult]) -> None:
+    """One nested run per candidate, with the task's real start time and duration."""
+    for result in results:
+        start_ms = int(result.started_at * 1000)
+        index = result.candidate.index
+        child = client.create_run(parent.info.experiment_id, start_time=start_ms, run_name=f"candidate-{index}",
+                                  tags={"mlflow.parentRunId": parent.info.run_id, "candidate": str(index)})
+        params = {"candidate": str(result.candidate.index), **result.candidate.as_params()}
+        metrics = {f"val_{k}": v for k, v in result.metrics.items() if not np.isnan(v)}
+        metrics.update(duration_s=result.duration_s, decision_threshold=result.threshold)
+        from mlflow.entities import Metric, Param, RunTag
+
+        now_ms = start_ms + int(result.duration_s * 1000)
+        client.log_batch(child.info.run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()],
+                         params=[Param(k, v) for k, v in params.items()],
+                         tags=[RunTag("error", result.error[:4000])] if result.error else [])
+        client.set_terminated(child.info.run_id, "FAILED" if result.error else "FINISHED", end_time=now_ms)
+
+
+def _features(part: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    return part[names].astype("float64").reset_index(drop=True)
+
+
+def run_training(settings: Settings, request: TrainRequest, *, spark: SparkSession | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 progress: Callable[[str], None] = lambda _message: None) -> TrainResult:
+    """Run one training job end to end and register the chosen model; TrainingError if anything fails.
+
+    ``spark``: an existing session to use (kept open); by default one is built from ``settings.spark``
+    and stopped at the end. ``progress`` receives one line per step (the CLI shows them).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    if request.trigger not in TRIGGERS:
+        raise TrainingError(f"trigger {request.trigger!r}: expected one of {', '.join(TRIGGERS)}")
+    since, until = resolve_window(request, settings.train.window, now())
+    name = settings.mlflow.registered_model
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    try:
+        experiment = mlflow.set_experiment(settings.mlflow.experiment)
+        run = client.create_run(experiment.experiment_id, run_name=f"train-{request.trigger}-{now():%Y%m%dT%H%M%S}")
+    except Exception as err:
+        raise TrainingError(f"MLflow at {settings.mlflow.tracking_uri} did not accept a run: {err}") from err
+    started = time.perf_counter()
+
+    def step(line: str) -> None:
+        log.info("training step", step=line, run_id=run.info.run_id, elapsed_s=round(time.perf_counter() - started, 1))
+        progress(line)
+
+    with mlflow.start_run(run_id=run.info.run_id):
+        try:
+            result = _train(settings, request, since, until, client, run, spark, step)
+        except Exception as err:
+            reason = str(err) if isinstance(err, MlopsError) else f"{type(err).__name__}: {err}"
+            mlflow.set_tag(lineage.FAILURE_REASON, lineage.fit_tag(reason))
+            mlflow.end_run(status="FAILED")
+            log.error("training failed; nothing registered", run_id=run.info.run_id, reason=reason.splitlines()[0])
+            if isinstance(err, TrainingError):
+                raise
+            raise TrainingError(f"training run {run.info.run_id} failed, nothing registered: {reason}") from err
+    log.info("training finished", run_id=run.info.run_id, model=name, model_version=result.version,
+             duration_s=round(time.perf_counter() - started, 1))
+    return result
+
+
+def _train(settings: Settings, request: TrainRequest, since: datetime, until: datetime, client: Any, run: Any,
+           spark: SparkSession | None, progress: Callable[[str], None]) -> TrainResult:
+    import mlflow
+
+    from mlops.spark import spark_session
+
+    clock = time.perf_counter()
+    cfg = settings.train
+    name = settings.mlflow.registered_model
+    compared_with = _champion(client, name)
+    tags = {
+        lineage.TRIGGER: request.trigger, lineage.REASON: request.reason or "none",
+        lineage.GIT_COMMIT: git_commit(), lineage.COMPARED_WITH: compared_with,
+        "lineage.since": since.isoformat(), "lineage.until": until.isoformat(),
+    }
+    mlflow.set_tags(tags)
+    snapshot = config_snapshot(settings)
+    snapshot_text = yaml.safe_dump(snapshot, sort_keys=True)
+    mlflow.log_text(snapshot_text, "config/config.yaml")
+    tags["lineage.config_digest"] = "sha256:" + hashlib.sha256(snapshot_text.encode()).hexdigest()
+
+    own_session = spark is None
+    progress(f"reading the lake {since.isoformat()} .. {until.isoformat()} with Spark")
+    session = spark_session(settings) if spark is None else spark
+    try:
+        training = build_training_set(settings, session, since, until)
+        if len(training.frame) < cfg.min_rows:
+            raise TrainingError(f"window {since.isoformat()} .. {until.isoformat()} has {len(training.frame)} "
+                                f"labelled rows, fewer than train.min_rows={cfg.min_rows}: widen the window")
+        split = time_split(training.frame, cfg.validation_fraction,
+                           timedelta(seconds=settings.features.horizon_cycles * settings.features.cycle_seconds),
+                           min_positives=cfg.min_positives)
+        tags.update(training.tags())
+        tags.update({f"lineage.{k}": v for k, v in split.describe().items()})
+        tags[lineage.FEATURE_SPEC] = json.dumps(training.spec.to_dict(), separators=(",", ":"))
+        mlflow.set_tags({k: lineage.fit_tag(v) for k, v in tags.items()})
+        _log_datasets(training, split)
+
+        names = training.spec.feature_names()
+        data = SearchData(_features(split.train, names), split.train[LABEL].to_numpy(dtype=np.int64),
+                          _features(split.validation, names), split.validation[LABEL].to_numpy(dtype=np.int64),
+                          cfg.seed, cfg.calibration, cfg.calibration_folds)
+        candidates = sample_candidates(cfg.search_space, cfg.candidates, cfg.seed)
+        progress(f"searching {len(candidates)} candidates on Spark ({len(split.train)} train / "
+                 f"{len(split.validation)} validation rows)")
+        results = distributed_search(session, candidates, data)
+    finally:
+        if own_session:
+            session.stop()
+    _log_children(client, run, results)
+    best = choose_best(results, settings.policy.primary_metric)
+
+    progress(f"refitting candidate {best.candidate.index} ({best.candidate.family}) on the driver")
+    fitted = fit_and_score(best.candidate.family, best.candidate.params, data.x_train, data.y_train, data.x_val,
+                           data.y_val, seed=cfg.seed, calibration=cfg.calibration, folds=cfg.calibration_folds)
+    metrics = evaluate(data.y_val, fitted.probability, fitted.threshold)
+    search_space = json.dumps(cfg.search_space, sort_keys=True, separators=(",", ":"))
+    mlflow.log_params({
+        **best.candidate.as_params(), "chosen_candidate": str(best.candidate.index), "candidates": str(len(candidates)),
+        "seed": str(cfg.seed), "calibration": cfg.calibration, "calibration_folds": str(cfg.calibration_folds),
+        "validation_fraction": str(cfg.validation_fraction), "horizon_cycles": str(settings.features.horizon_cycles),
+        "window": str(training.spec.window), "primary_metric": settings.policy.primary_metric,
+        "search_space": search_space[:6000],
+    })
+    mlflow.log_metrics({**{f"val_{k}": metrics[k] for k in METRIC_NAMES if not np.isnan(metrics[k])},
+                        "train_rows": len(split.train), "validation_rows": len(split.validation),
+                        "decision_threshold": fitted.threshold})
+    tags.update({
+        lineage.DECISION_THRESHOLD: repr(fitted.threshold),
+        "lineage.family": best.candidate.family,
+        "lineage.hyperparameters": json.dumps(best.candidate.params, sort_keys=True),
+        "lineage.search_space": search_space,
+        "lineage.candidates": str(len(candidates)),
+    })
+    mlflow.set_tags({k: lineage.fit_tag(v) for k, v in tags.items()})
+    mlflow.log_dict(cfg.search_space, "search/search_space.json")
+    mlflow.log_dict({"results": [{"candidate": r.candidate.index, "family": r.candidate.family,
+                                  "params": r.candidate.params, "metrics": r.metrics, "threshold": r.threshold,
+                                  "duration_s": r.duration_s, "error": r.error} for r in results]},
+                    "search/results.json")
+    mlflow.log_dict({"tags": tags, "readings": training.readings.to_dict(), "labels": training.labels.to_dict()},
+                    lineage.LINEAGE_ARTIFACT)
+
+    progress("logging plots, reference data and the model")
+    decision = (fitted.probability >= fitted.threshold).astype(int)
+    mlflow.log_figure(plots.pr_curve(data.y_val, fitted.probability, fitted.threshold), "plots/pr_curve.png")
+    mlflow.log_figure(plots.confusion(data.y_val, decision), "plots/confusion_matrix.png")
+    importance = plots.importance_table(fitted.pipeline, data.x_val, data.y_val, cfg.seed)
+    mlflow.log_figure(plots.importance(importance), "plots/feature_importance.png")
+    mlflow.log_dict({k: float(v) for k, v in importance.items()}, "plots/feature_importance.json")
+    _log_reference(fitted.pipeline, data.x_train, data.y_train, cfg.reference_rows, cfg.seed)
+
+    version = _register(settings, fitted.pipeline, data.x_train, tags, run.info.run_id)
+    return TrainResult(run.info.run_id, name, version, best.candidate.family, dict(best.candidate.params), metrics,
+                       fitted.threshold, compared_with, len(candidates), time.perf_counter() - clock, tags)
+
+
+def _log_reference(pipeline: Any, x_train: pd.DataFrame, y_train: np.ndarray, rows: int, seed: int) -> None:
+    """A seeded sample of training features (+ label, + the model's probability): the drift monitor's reference."""
+    import mlflow
+
+    sample = x_train.sample(n=min(rows, len(x_train)), random_state=seed).sort_index()
+    reference = sample.assign(label=y_train[sample.index.to_numpy()],
+                              probability=pipeline.predict_proba(sample)[:, 1])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.parquet"
+        reference.reset_index(drop=True).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), "reference")
+
+
+def _register(settings: Settings, pipeline: Any, x_train: pd.DataFrame, tags: dict[str, str], run_id: str) -> str:
+    """Log the model, register a version with the lineage tags; a half-made version is deleted again."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+    from skops.io import dumps, get_untrusted_types
+
+    example = x_train.head(5)
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    info = mlflow.sklearn.log_model(
+        pipeline, name="model", signature=signature, input_example=example,
+        pip_requirements=_pip_requirements(), pyfunc_predict_fn="predict_proba",
+        # skops (safe loading) needs the sklearn types it may rebuild listed; these are ours.
+        skops_trusted_types=get_untrusted_types(data=dumps(pipeline)),
+    )
+    name = settings.mlflow.registered_model
+    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    version = mlflow.register_model(info.model_uri, name, await_registration_for=120)
+    try:
+        for key, value in lineage.version_tags(tags).items():
+            client.set_model_version_tag(name, version.version, key, value)
+        client.set_model_version_tag(name, version.version, "run_id", run_id)
+    except Exception:
+        client.delete_model_version(name, version.version)
+        raise
+    return str(version.version)
