@@ -280,7 +280,7 @@ class DemoSettings(_Section):
     """Readings per second of the live stream."""
     after_promotion_windows: int = Field(3, ge=1)
     """Performance windows of the new champion to see before the demo ends."""
-    timeout_s: float = Field(480.0, gt=0)
+    timeout_s: float = Field(900.0, gt=0)
     data_dir: Path = Path(".mlops-demo")
     """Started afresh on every run, so that the demo never mixes with earlier data."""
     port_offset: int = Field(10000, ge=0, le=50000)

@@ -39,6 +39,7 @@ def run(
     settings = settings_for(profile)
     console = Console(stderr=True)
     controller = LoopController(settings, report=console.print, baseline_metric=champion_baseline(settings))
+    controller.warm_up()
     monitor = Monitor(settings)
 
     @monitor.on_window

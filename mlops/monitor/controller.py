@@ -93,7 +93,22 @@ class LoopController:
         self.probation: Probation | None = None
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self._spark: Any = None
         self.engine = db.get_engine(settings)
+
+    def warm_up(self) -> threading.Thread:
+        """Start the Spark session in the background, so that a retraining does not wait for the JVM."""
+        def start() -> None:
+            from mlops.spark import spark_session
+
+            try:
+                self._spark = spark_session(self.settings)
+            except MlopsError as err:  # training will try again and report the error then
+                log.warning("spark warm-up failed", error=str(err))
+
+        thread = threading.Thread(target=start, name="spark-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     # --- window results -------------------------------------------------------------------
     def on_window(self, result: WindowLike) -> Decision | None:
@@ -191,9 +206,12 @@ class LoopController:
         db.record_event(self.engine, "retrain_started", model_name=name, actor=ACTOR, reason=reason,
                         details={"window_id": window_id, "since": _iso(since), "until": _iso(until)})
         self.report(f"loop: training on {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M} (event time)")
-        train = self._train or run_training
-        result = train(self.settings, TrainRequest(since=since, until=until, trigger="drift",
-                                                   reason=f"window {window_id}: {reason}"))
+        request = TrainRequest(since=since, until=until, trigger="drift", reason=f"window {window_id}: {reason}")
+        if self._train is not None:
+            result = self._train(self.settings, request)
+        else:
+            result = run_training(self.settings, request, spark=self._spark,
+                                  progress=lambda line: self.report(f"loop: train: {line}"))
         db.record_event(self.engine, "retrain_finished", model_name=name, model_version=result.version,
                         run_id=result.run_id, actor=ACTOR, reason=reason,
                         details={"metrics": result.metrics, "params": result.params,

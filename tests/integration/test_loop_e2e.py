@@ -22,6 +22,7 @@ from tests.conftest import free_port, unique
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(1800)
 def test_drift_is_detected_retrained_promoted_and_served(services, tmp_path) -> None:  # type: ignore[no-untyped-def]
     suffix = unique("e2e")
     overrides = {
@@ -41,7 +42,7 @@ def test_drift_is_detected_retrained_promoted_and_served(services, tmp_path) -> 
     kafka.ensure_topics(settings.kafka, kafka.design_topics(settings.kafka))
     lines: list[str] = []
     outcome = LoopRun(settings, scenario="recalibration", devices=20, seed=1, history_readings=8000, rate=100,
-                      after_promotion_windows=2, timeout_s=900, report=lines.append,
+                      after_promotion_windows=2, timeout_s=1200, report=lines.append,
                       env=as_environment(overrides)).run()
 
     onset = outcome.onset_time
