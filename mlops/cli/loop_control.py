@@ -39,6 +39,7 @@ def run(
     settings = settings_for(profile)
     console = Console(stderr=True)
     controller = LoopController(settings, report=console.print, baseline_metric=champion_baseline(settings))
+    controller.champion_version = champion_version(settings)
     controller.warm_up()
     monitor = Monitor(settings)
 
@@ -55,6 +56,16 @@ def run(
     status = monitor.run(max_windows=max_windows, idle_exit_s=idle_exit, stop=stop)
     controller.wait_idle(settings.policy.evaluation_timeout_s)
     typer.echo(f"loop stopped: {status.windows} windows, MLflow run {status.run_id}")
+
+
+def champion_version(settings: object) -> str | None:
+    from mlops.errors import MlopsError
+    from mlops.registry.loader import resolve_alias
+
+    try:
+        return resolve_alias(settings)  # type: ignore[arg-type]
+    except MlopsError:
+        return None
 
 
 def champion_baseline(settings: object) -> float | None:

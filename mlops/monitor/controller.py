@@ -94,6 +94,8 @@ class LoopController:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._spark: Any = None
+        self.champion_version: str | None = None
+        """The version the loop last put (or found) in place; windows of other versions are ignored."""
         self.engine = db.get_engine(settings)
 
     def warm_up(self) -> threading.Thread:
@@ -125,6 +127,14 @@ class LoopController:
                                      "start": _iso(result.start_time), "end": _iso(result.end_time)})
             if result.kind == "performance" and metric is not None:
                 self._judge_probation(result, metric)
+            if self.champion_version is not None and result.model_version != self.champion_version:
+                # The monitor still judges predictions of a replaced model: they say nothing about
+                # the champion, so they neither start nor extend a streak.
+                reason = f"window of version {result.model_version}, which is no longer the champion"
+                db.record_event(self.engine, "not_triggered", model_name=self.settings.mlflow.registered_model,
+                                model_version=result.model_version, actor=ACTOR, reason=reason,
+                                details={"window_id": str(result.window_id), "bad_streak": 0})
+                return Decision(False, reason, str(result.window_id), 0)
             signal = WindowSignal(str(result.window_id), drift_share=result.drift_share, metric=metric,
                                   baseline_metric=self.baseline_metric if metric is not None else None)
             if self.policy.why_bad(signal) is not None and not self.policy.streaks.get(signal.stream):
@@ -225,6 +235,9 @@ class LoopController:
         except promotion.PromotionRejectedError as err:
             self.report(f"loop: version {result.version} rejected: {err}")
             return None
+        with self._lock:
+            self.champion_version = change.version
+            self.policy.streaks.clear()  # the old model's bad windows say nothing about the new one
         if change.changed and change.previous_version:
             self.probation = Probation(change.version, change.previous_version,
                                        self.settings.policy.probation_windows)
@@ -272,6 +285,8 @@ class LoopController:
             reason = (f"version {probation.version} did worse than version {probation.previous_version} on the "
                       f"same events in {probation.worse_windows} windows")
             promotion.rollback(self.settings, probation.previous_version, actor=ACTOR, reason=reason)
+            self.champion_version = probation.previous_version
+            self.policy.streaks.clear()
             self.report(f"loop: rolled back to {probation.previous_version}: {reason}")
             self.probation = None
         elif probation.windows_left <= 0:

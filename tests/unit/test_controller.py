@@ -96,3 +96,15 @@ def test_retraining_waits_for_enough_drifted_data(tmp_path: Path) -> None:
     controller.event_clock = T0 + timedelta(hours=3)
     assert done.wait(10.0)
     waiter.join()
+
+
+def test_windows_of_a_replaced_model_do_not_trigger(tmp_path: Path) -> None:
+    _settings, controller = _controller(tmp_path, train=lambda *_a, **_k: None)
+    controller.champion_version = "2"
+    for i in range(5):
+        window = _window(i, 0.9)
+        window.model_version = "1"
+        decision = controller.on_window(window)
+        assert decision is not None and not decision.trigger
+        assert "no longer the champion" in decision.reason
+    assert controller.policy.bad_streak == 0
