@@ -135,7 +135,13 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, interv
 
 
 def loop_events_since(settings: Settings, after_id: int) -> list[db.EventRecord]:
-    return [e for e in db.list_events(settings, limit=200, newest_first=True) if e.id > after_id][::-1]
+    """Audit rows newer than ``after_id``, oldest first ([] while the database is busy)."""
+    try:
+        rows = db.list_events(settings, limit=200, newest_first=True)
+    except MlopsError as err:
+        log.warning("cannot read the audit trail yet", error=str(err).splitlines()[0])
+        return []
+    return [e for e in rows if e.id > after_id][::-1]
 
 
 class LoopRun:
@@ -276,7 +282,11 @@ class LoopRun:
         """Newest monitor window results, oldest first, optionally of one kind and model version."""
         from mlops.monitor.results import engine_for, list_results
 
-        rows = list_results(engine_for(self.settings), kind=kind, limit=limit)
+        try:
+            rows = list_results(engine_for(self.settings), kind=kind, limit=limit)
+        except MlopsError as err:  # e.g. SQLite busy while the monitor writes: ask again next time
+            log.warning("cannot read window results yet", error=str(err).splitlines()[0])
+            return []
         return [r for r in rows if version is None or r.model_version == version]
 
     def _judge_new_champion(self, version: str, streamer: threading.Thread) -> None:

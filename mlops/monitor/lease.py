@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import DateTime, Engine, String, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import DateTime, Engine, String, insert, inspect, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -37,7 +37,13 @@ class Lease:
 
     def __init__(self, engine: Engine, name: str, holder: str, ttl_s: float = 30.0) -> None:
         self.engine, self.name, self.holder, self.ttl = engine, name, holder, timedelta(seconds=ttl_s)
-        _Base.metadata.create_all(engine, tables=[LeaseRow.__table__])  # type: ignore[list-item]
+        try:
+            _Base.metadata.create_all(engine, tables=[LeaseRow.__table__])  # type: ignore[list-item]
+        except OperationalError:
+            # Two instances starting at once both saw no table; the loser's CREATE fails. Fine if
+            # the table is there now.
+            if not inspect(engine).has_table(LeaseRow.__tablename__):
+                raise
 
     def try_acquire(self, now: datetime | None = None) -> bool:
         """Take or renew the lease; False if another holder's lease is still valid."""

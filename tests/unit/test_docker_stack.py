@@ -238,7 +238,7 @@ def test_every_mlops_command_exists_with_its_options(services: dict[str, dict[st
         if result.exit_code != 0 and "No such command" in result.output and argv[1] in PLANNED_COMMANDS:
             continue
         assert result.exit_code == 0, f"{name}: `{' '.join(argv)}` is rejected by the CLI:\n{result.output}"
-    assert {"score", "api", "monitor", "scheduler", "lake-sink"} <= seen
+    assert {"score", "api", "loop", "scheduler", "lake-sink"} <= seen
     scorer = _argv(services["scorer"])
     assert "--instance" in scorer, "scorer replicas need distinct --instance ids (transactional.id)"
 
