@@ -382,6 +382,27 @@ def _env_keys() -> set[str]:
     return {"MLOPS_PROFILE", "MLOPS_CONFIG_DIR"}
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty file: {}); ConfigError naming the file otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def describe_file_errors(err: PydanticValidationError, path: Path) -> str:
+    """One line per problem of a strictly validated file: ``<file>: key 'a.b': <message>``."""
+    lines = []
+    for problem in err.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "<top level>"
+        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+        lines.append(f"{path}: key '{key}': {message.removeprefix('Value error, ')}")
+    return "invalid file:\n  " + "\n  ".join(lines)
+
+
 def load_settings(profile: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Load ``configs/<profile>.yaml``, apply ``MLOPS_*`` variables and ``overrides``, validate.
 
@@ -391,13 +412,7 @@ def load_settings(profile: str | None = None, overrides: dict[str, Any] | None =
     path = config_dir() / f"{profile}.yaml"
     data: dict[str, Any] = {}
     if path.exists():
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
-        data = loaded
+        data = read_yaml_mapping(path)
     elif profile != DEFAULT_PROFILE:
         raise ConfigError(f"profile {profile!r}: no file {path} (set MLOPS_CONFIG_DIR or MLOPS_PROFILE)")
     data = _deep_merge(data, overrides or {})

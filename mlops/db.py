@@ -160,6 +160,10 @@ def _create_engine(url: str) -> Engine:
 
 def create_schema(engine: Engine) -> None:
     """Create the project's tables where missing (idempotent; safe when two processes race)."""
+    # The modules that define the other tables of this database register them on ``Base`` when
+    # imported; importing them here keeps one place that knows every table.
+    from mlops.monitor import lease, results  # noqa: F401
+
     try:
         Base.metadata.create_all(engine)
     except OperationalError:

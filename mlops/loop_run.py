@@ -32,6 +32,7 @@ from mlops.data.schemas import Label, Reading
 from mlops.errors import MlopsError, ServiceError
 from mlops.log import get_logger
 from mlops.serve.scorer import DEFAULT_GROUP as SCORER_GROUP
+from mlops.services.process import wait_for
 
 log = get_logger(__name__)
 ROLES = ("lake-sink", "score", "loop run", "api", "scheduler")
@@ -118,20 +119,6 @@ def take_readings(events: Iterator[Reading | Label], count: int) -> Iterator[Rea
             seen += 1
             if seen >= count:
                 return
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5,
-               check: Callable[[], None] | None = None) -> Any:
-    """Poll ``condition()`` until truthy (returned) or raise after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check is not None:
-            check()
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise ServiceError(f"{what}: not reached within {timeout_s:.0f}s")
 
 
 def loop_events_since(settings: Settings, after_id: int) -> list[db.EventRecord]:
@@ -221,7 +208,7 @@ class LoopRun:
         def rows() -> int:
             return sum(f.rows for f in lake_files(self.settings, "readings"))
 
-        wait_until(lambda: rows() >= readings, 300, f"lake holding {readings} readings",
+        wait_for(lambda: rows() >= readings, 300, f"lake holding {readings} readings",
                    check=self.processes.check)
         self.report(f"lake: {rows()} readings")
 
@@ -299,7 +286,7 @@ class LoopRun:
                 raise ServiceError("the stream ended before the new champion was judged")
             return len(self._results("performance", version)) >= needed
 
-        wait_until(judged, self.timeout_s, f"{needed} performance windows of version {version}",
+        wait_for(judged, self.timeout_s, f"{needed} performance windows of version {version}",
                    interval_s=2.0, check=self.processes.check)
 
     def _predictions_carry(self, version: str) -> bool:

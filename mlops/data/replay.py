@@ -25,11 +25,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from mlops.data.scenarios import describe_errors
+from mlops.config import describe_file_errors, read_yaml_mapping
 from mlops.data.schemas import SCHEMA_VERSION, Label, Reading
 from mlops.errors import ConfigError, ValidationError
 
@@ -88,16 +87,11 @@ def load_mapping(path: str | Path) -> Mapping:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"mapping {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path)
     try:
         mapping = Mapping.model_validate(data)
     except PydanticValidationError as err:
-        raise ConfigError(describe_errors(err, path)) from err
+        raise ConfigError(describe_file_errors(err, path)) from err
     if (mapping.device_type is None) == (mapping.device_type_column is None):
         raise ConfigError(f"{path}: set exactly one of 'device_type' and 'device_type_column'")
     return mapping

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from mlops.config import config_dir, describe_file_errors, read_yaml_mapping
 from mlops.errors import ConfigError
 
 
@@ -157,8 +157,6 @@ class Scenario(_Strict):
 
 def scenario_dir() -> Path:
     """``configs/scenarios`` next to the active profile files (``MLOPS_CONFIG_DIR``)."""
-    from mlops.config import config_dir
-
     return config_dir() / "scenarios"
 
 
@@ -177,24 +175,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         path = scenario_dir() / f"{name_or_path}.yaml"
     if not path.exists():
         raise ConfigError(f"scenario {name_or_path!r}: no file {path} (available: {available_scenarios()})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path)
     data.setdefault("name", path.stem)
     try:
         return Scenario.model_validate(data)
     except PydanticValidationError as err:
-        raise ConfigError(describe_errors(err, path)) from err
-
-
-def describe_errors(err: PydanticValidationError, path: Path) -> str:
-    """One line per problem: ``<file>: key 'a.b': <message>``."""
-    lines = []
-    for problem in err.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "<top level>"
-        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
-        lines.append(f"{path}: key '{key}': {message.removeprefix('Value error, ')}")
-    return "invalid file:\n  " + "\n  ".join(lines)
+        raise ConfigError(describe_file_errors(err, path)) from err

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import DateTime, Engine, String, insert, inspect, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import DateTime, Engine, String, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mlops.db import Base, create_schema
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class LeaseRow(_Base):
+class LeaseRow(Base):
     __tablename__ = "leases"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -37,13 +35,7 @@ class Lease:
 
     def __init__(self, engine: Engine, name: str, holder: str, ttl_s: float = 30.0) -> None:
         self.engine, self.name, self.holder, self.ttl = engine, name, holder, timedelta(seconds=ttl_s)
-        try:
-            _Base.metadata.create_all(engine, tables=[LeaseRow.__table__])  # type: ignore[list-item]
-        except OperationalError:
-            # Two instances starting at once both saw no table; the loser's CREATE fails. Fine if
-            # the table is there now.
-            if not inspect(engine).has_table(LeaseRow.__tablename__):
-                raise
+        create_schema(engine)
 
     def try_acquire(self, now: datetime | None = None) -> bool:
         """Take or renew the lease; False if another holder's lease is still valid."""

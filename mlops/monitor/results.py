@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, Index, Integer, String, Text, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from mlops.config import Settings
+from mlops.db import Base
 from mlops.errors import MlopsError
 
 
@@ -61,10 +62,6 @@ class WindowResult:
         return data
 
 
-class Base(DeclarativeBase):
-    """Declarative base of the monitor's own table."""
-
-
 class WindowResultRow(Base):
     __tablename__ = "window_results"
 
@@ -95,15 +92,13 @@ _COLUMNS = ("kind", "model_name", "model_version", "start_time", "end_time", "n_
 
 
 def engine_for(settings: Settings) -> Engine:
-    """The project database's engine (shared with :mod:`mlops.db`), with ``window_results`` created."""
+    """The project database's engine (:func:`mlops.db.get_engine`, which creates ``window_results``)."""
     from mlops import db
 
-    engine = db.get_engine(settings)
     try:
-        Base.metadata.create_all(engine)
+        return db.get_engine(settings)
     except SQLAlchemyError as err:
-        raise ResultsError(f"database {engine.url!r}: cannot create table window_results: {err}") from err
-    return engine
+        raise ResultsError(f"database {settings.database_url!r}: cannot open or create its tables: {err}") from err
 
 
 def save(engine: Engine, result: WindowResult) -> WindowResult:

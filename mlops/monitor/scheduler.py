@@ -23,8 +23,8 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import create_engine
 
+from mlops import db
 from mlops.config import Settings
 from mlops.errors import ConfigError
 from mlops.log import get_logger
@@ -85,7 +85,7 @@ def run_scheduler(settings: Settings, stop: threading.Event,
                   extra_jobs: Callable[[BackgroundScheduler], None] | None = None,
                   holder: str | None = None) -> None:
     """Run as leader while holding the lease, as standby otherwise, until ``stop`` is set."""
-    engine = create_engine(settings.database_url)
+    engine = db.get_engine(settings)  # shared per process: SQLite busy timeout, schema ensured
     lease = Lease(engine, "scheduler", holder or holder_id(), ttl_s=settings.scheduler.lease_ttl_s)
     scheduler: BackgroundScheduler | None = None
     renew_every = settings.scheduler.lease_ttl_s / 3
@@ -115,4 +115,3 @@ def run_scheduler(settings: Settings, stop: threading.Event,
         if scheduler is not None:
             scheduler.shutdown(wait=True)
         lease.release()
-        engine.dispose()

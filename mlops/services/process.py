@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,11 +129,17 @@ def _port_holder(port: int) -> str:
     return ""
 
 
-def wait_for(condition: object, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
-    """Poll ``condition()`` until it is truthy or raise ServiceError after ``timeout_s``."""
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.2,
+             check: Callable[[], None] | None = None) -> None:
+    """Poll ``condition()`` until it is truthy or raise ServiceError after ``timeout_s``.
+
+    ``check`` runs before every poll and may raise to stop waiting early (e.g. a process died).
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if check is not None:
+            check()
+        if condition():
             return
         time.sleep(interval_s)
     raise ServiceError(f"{what}: not ready after {timeout_s:.0f}s")
