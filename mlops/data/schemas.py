@@ -23,10 +23,9 @@ versions are all rejected with :class:`~mlops.errors.ValidationError`.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -44,8 +43,11 @@ EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 """Event times outside [1970, 2200) are corrupt clocks, not data."""
 
-# Strict numbers: JSON true/false and numeric strings are wrong types, not numbers.
-Number = Annotated[float, Field(strict=True)]
+# Strict numbers: JSON true/false and numeric strings are wrong types, not numbers; NaN, infinity
+# and magnitudes beyond MAX_ABS_VALUE are corrupt. pydantic-core checks all of it natively, which
+# matters because it runs for every reading on the scorer's hot path.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Measurements = Annotated[dict[str, Number], Field(max_length=MAX_SENSORS)]
 
 
 class _Event(BaseModel):
@@ -80,22 +82,12 @@ class _Event(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must carry a timezone (e.g. +00:00 or Z)")
-        value = value.astimezone(UTC)
+        # replace() is much cheaper than astimezone() for the usual UTC input.
+        value = value.astimezone(UTC) if value.utcoffset() else value.replace(tzinfo=UTC)
         if not EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME:
             raise ValueError(f"{value.isoformat()} is outside the range [{EARLIEST_EVENT_TIME.year}, "
                              f"{LATEST_EVENT_TIME.year})")
         return value
-
-
-def _finite_map(name: str, values: dict[str, float]) -> dict[str, float]:
-    if len(values) > MAX_SENSORS:
-        raise ValueError(f"has {len(values)} entries, at most {MAX_SENSORS} allowed")
-    for key, value in values.items():
-        if not math.isfinite(value):
-            raise ValueError(f"{name}.{key} is {value}: must be a finite number")
-        if abs(value) > MAX_ABS_VALUE:
-            raise ValueError(f"{name}.{key} is {value}: outside the range ±{MAX_ABS_VALUE:g}")
-    return values
 
 
 class Reading(_Event):
@@ -103,18 +95,8 @@ class Reading(_Event):
 
     device_type: str = Field(min_length=1, max_length=64)
     cycle: int = Field(ge=0, strict=True)
-    sensors: dict[str, Number] = Field(min_length=1)
-    settings: dict[str, Number] = {}
-
-    @field_validator("sensors")
-    @classmethod
-    def _sensors_finite(cls, value: dict[str, float]) -> dict[str, float]:
-        return _finite_map("sensors", value)
-
-    @field_validator("settings")
-    @classmethod
-    def _settings_finite(cls, value: dict[str, float]) -> dict[str, float]:
-        return _finite_map("settings", value)
+    sensors: Measurements = Field(min_length=1)
+    settings: Measurements = {}
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for the lake and for feature computation: sensors and settings become columns."""
@@ -132,14 +114,7 @@ class Label(_Event):
     """Ground truth for one device at one time, published late."""
 
     kind: Literal["failure", "maintenance", "rul"]
-    rul: Number | None = Field(default=None, ge=0)
-
-    @field_validator("rul")
-    @classmethod
-    def _rul_finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"is {value}: must be a finite number")
-        return value
+    rul: Annotated[Number, Field(ge=0)] | None = None
 
     def model_post_init(self, __context: Any) -> None:
         if self.kind == "rul" and self.rul is None:
@@ -156,6 +131,10 @@ def _describe(err: PydanticValidationError) -> str:
     for problem in err.errors():
         field = ".".join(str(p) for p in problem["loc"]) or "event"
         message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "json_invalid":
+            return f"not valid JSON: {message.removeprefix('Invalid JSON: ')}"
+        if problem["type"] == "model_type":
+            return "expected a JSON object"
         if problem["type"] == "missing":
             message = "missing"
         elif problem["type"] == "extra_forbidden":
@@ -164,45 +143,34 @@ def _describe(err: PydanticValidationError) -> str:
     return "; ".join(parts)
 
 
-def _decode(raw: bytes | str | None) -> dict[str, Any]:
+EventT = TypeVar("EventT", bound=_Event)
+
+
+def _parse(model: type[EventT], raw: bytes | str | None) -> EventT:
+    """Decode and validate in one pass (pydantic's JSON parser: several times faster than json.loads
+    followed by validation, which matters on the scorer's hot path)."""
     if raw is None:
         raise ValidationError("empty message (no value)")
     if len(raw) > MAX_EVENT_BYTES:
         raise ValidationError(f"message is {len(raw)} bytes, larger than the {MAX_EVENT_BYTES}-byte limit")
     try:
-        # NaN and Infinity are not JSON; Python's parser would accept them, so refuse them here.
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValidationError(f"not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _reject_constant(name: str) -> float:
-    raise ValidationError(f"not valid JSON: {name} is not a number")
-
-
-def parse_reading(raw: bytes | str | None) -> Reading:
-    """Decode and validate one reading; raise ValidationError with a precise reason."""
-    data = _decode(raw)
-    try:
-        return Reading.model_validate(data)
+        return model.model_validate_json(raw)
     except PydanticValidationError as err:
         raise ValidationError(_describe(err)) from err
     except ValueError as err:
         raise ValidationError(str(err)) from err
+
+
+def parse_reading(raw: bytes | str | None) -> Reading:
+    """Decode and validate one reading; raise ValidationError with a precise reason.
+
+    NaN and Infinity are refused by the finiteness check of every number, naming the field."""
+    return _parse(Reading, raw)
 
 
 def parse_label(raw: bytes | str | None) -> Label:
     """Decode and validate one label event; raise ValidationError with a precise reason."""
-    data = _decode(raw)
-    try:
-        return Label.model_validate(data)
-    except PydanticValidationError as err:
-        raise ValidationError(_describe(err)) from err
-    except ValueError as err:
-        raise ValidationError(str(err)) from err
+    return _parse(Label, raw)
 
 
 def encode(event: Reading | Label) -> bytes:

@@ -109,7 +109,7 @@ def new_life(cycles: np.ndarray) -> np.ndarray:
     """True where a reading starts a new life: its cycle does not exceed the previous reading's.
 
     ``cycle`` counts readings since the last failure or maintenance, so it only rises within a
-    life; the stream applies the same rule in :meth:`~mlops.features.state.DeviceWindows.push`.
+    life; the stream applies the same rule in :class:`~mlops.features.state.DeviceWindows`.
     """
     cycles = np.asarray(cycles)
     starts = np.ones(len(cycles), dtype=bool)

@@ -19,6 +19,7 @@ from mlops.features.compute import FeatureSpec
 from mlops.features.state import DeviceWindows, StreamReading
 
 Partition = tuple[str, int]
+PartitionReading = tuple[Partition, str, Mapping[str, float], int | None]
 
 
 class PartitionedWindows:
@@ -50,24 +51,24 @@ class PartitionedWindows:
         if next_offset >= self._replay_until.get(partition, -1):
             self._replay_until.pop(partition, None)
 
-    def push(self, partition: Partition, device_id: str, sensors: Mapping[str, float],
-             cycle: int | None = None) -> None:
-        """Add a replayed reading to its device's window without computing features."""
-        self._devices.setdefault(partition, set()).add(device_id)
-        self.windows.push(device_id, sensors, cycle)
+    def replay(self, partition_readings: Iterable[PartitionReading]) -> None:
+        """Add replayed (partition, device_id, sensors, cycle) readings to the windows without computing features."""
+        self.windows.update(self._track(partition_readings))
 
-    def update_and_compute(
-        self, partition_readings: Iterable[tuple[Partition, str, Mapping[str, float], int | None]]
-    ) -> np.ndarray:
+    def update_and_compute(self, partition_readings: Iterable[PartitionReading]) -> np.ndarray:
         """Push every (partition, device_id, sensors, cycle) in order; return one feature row per reading.
 
         The cycle lets the kernel start a new window when a device begins a new life.
         """
+        return self.windows.update_and_compute(self._track(partition_readings))
+
+    def _track(self, partition_readings: Iterable[PartitionReading]) -> list[StreamReading]:
+        """Remember which partition each device lives in; return the readings for the windows."""
         readings: list[StreamReading] = []
         for partition, device_id, sensors, cycle in partition_readings:
             self._devices.setdefault(partition, set()).add(device_id)
             readings.append((device_id, sensors) if cycle is None else (device_id, sensors, cycle))
-        return self.windows.update_and_compute(readings)
+        return readings
 
     def drop(self, partitions: Iterable[Partition]) -> None:
         """Forget the devices of partitions this scorer no longer owns (or is about to rebuild)."""

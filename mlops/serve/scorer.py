@@ -232,6 +232,7 @@ class Scorer:
         """Drop errors and stale records, feed replayed records to the state, return the live ones."""
         assert self.state is not None and self.model is not None
         live = []
+        replayed: list[tuple[Partition, str, dict[str, float], int]] = []
         for message in messages:
             error = message.error()
             if error is not None:
@@ -246,10 +247,11 @@ class Scorer:
             if self.state.is_replay(key, offset):
                 reading = self._valid(message)
                 if isinstance(reading, Reading):
-                    self.state.push(key, reading.device_id, reading.sensors, reading.cycle)
+                    replayed.append((key, reading.device_id, reading.sensors, reading.cycle))
                 continue
             self.state.replay_done(key, offset)
             live.append(message)
+        self.state.replay(replayed)
         return live
 
     def _valid(self, message: Message) -> Reading | str:

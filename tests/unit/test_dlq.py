@@ -35,7 +35,7 @@ def _reason(raw: bytes | None) -> str:
         (None, "empty"),
         (b"{not json", "invalid_json"),
         (b"\xff\xfe\x00garbage", "invalid_json"),
-        (b'{"x": NaN}', "invalid_json"),
+        (b'{"x": NaN}', "invalid_fields"),  # NaN is refused per field (unknown 'x', missing fields)
         (b"[1, 2]", "not_an_object"),
         (b"x" * (MAX_EVENT_BYTES + 1), "too_large"),
         (json.dumps({**GOOD, "schema_version": 9}).encode(), "unknown_version"),

@@ -31,9 +31,10 @@ def test_replay_then_continue_equals_never_stopped() -> None:
     committed = 20
     restarted.begin_replay(P0, committed)
     restarted.begin_replay(P1, committed)
-    for offset, (partition, device, sensors, cycle) in enumerate(records[:committed]):
+    for offset, (partition, _device, _sensors, _cycle) in enumerate(records[:committed]):
         assert restarted.is_replay(partition, offset)
-        restarted.push(partition, device, sensors, cycle)
+    restarted.replay(records[:7])  # replayed in batches, as the scorer reads them
+    restarted.replay(records[7:committed])
     assert not restarted.is_replay(P0, committed)
     got = restarted.update_and_compute(records[committed:])
     np.testing.assert_allclose(got, expected[committed:])
