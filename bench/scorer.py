@@ -3,7 +3,8 @@
     .venv/bin/python bench/scorer.py [--readings 20000] [--naive 300] [--rate 2000] [--seconds 5] [--repeats 3]
 
 On one broker and one unique readings topic per run it measures
-  (a) a bare confluent-kafka consumer reading the topic, no processing;
+  (a) a bare confluent-kafka consumer reading the topic, no processing (and, for reference, the same
+      consumer json-decoding each value: the floor of any Python consumer that looks at its data);
   (b) the scorer with exactly-once on (one transaction per micro-batch);
   (c) a naive loop: the same scorer with one reading per transaction;
 and prints the throughput ratios b/a and b/c (medians of the repeats), then the p50/p99 latency from
@@ -43,8 +44,8 @@ from tests.helpers_models import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def bare_consumer(settings: Settings, count: int) -> float:
-    """Readings per second of a consumer that only reads."""
+def bare_consumer(settings: Settings, count: int, decode: bool = False) -> float:
+    """Readings per second of a consumer that only reads (with ``decode``: and json-decodes each value)."""
     consumer = kafka.consumer(settings.kafka, unique("bench-bare"))
     consumer.subscribe([settings.kafka.topics.readings])
     seen, started = 0, 0.0
@@ -53,7 +54,11 @@ def bare_consumer(settings: Settings, count: int) -> float:
         if messages and not started:
             started = time.perf_counter()
             seen -= 0  # the first batch counts from its arrival
-        seen += sum(1 for m in messages if m.error() is None)
+        good = [m for m in messages if m.error() is None]
+        if decode:
+            for m in good:
+                json.loads(m.value())
+        seen += len(good)
     elapsed = time.perf_counter() - started
     consumer.close()
     return count / elapsed
@@ -138,18 +143,23 @@ def main() -> None:
     register_model(settings)
     produce_readings(settings, fleet_readings(devices=200, cycles=range(1, args.readings // 200 + 1)))
     count = (args.readings // 200) * 200
-    bare, eos, naive = [], [], []
+    bare, decoding, eos, naive = [], [], [], []
     for i in range(args.repeats):
         bare.append(bare_consumer(settings, count))
+        decoding.append(bare_consumer(settings, count, decode=True))
         eos.append(scorer_rate(settings, count))
         naive.append(scorer_rate(settings, args.naive, batch_size=1))
-        print(f"repeat {i + 1}: bare {bare[-1]:,.0f}/s  scorer {eos[-1]:,.0f}/s  naive {naive[-1]:,.0f}/s", flush=True)
+        print(f"repeat {i + 1}: bare {bare[-1]:,.0f}/s  bare+json {decoding[-1]:,.0f}/s  scorer {eos[-1]:,.0f}/s  "
+              f"naive {naive[-1]:,.0f}/s", flush=True)
     a, b, c = statistics.median(bare), statistics.median(eos), statistics.median(naive)
+    d = statistics.median(decoding)
     print(f"(a) bare consumer   {a:12,.0f} readings/s")
+    print(f"    + json.loads    {d:12,.0f} readings/s   (reference: decoding alone, no validation or scoring)")
     print(f"(b) scorer, EOS     {b:12,.0f} readings/s")
     print(f"(c) naive, 1/txn    {c:12,.0f} readings/s")
     print(f"b/a = {b / a:.2f}   (target >= 0.5)")
     print(f"b/c = {b / c:.1f}   (target >= 20)")
+    print(f"b/(a+json) = {b / d:.2f}")
     lat_settings = scorer_settings(base, unique("bench-lat"))
     register_model(lat_settings)
     p50, p99, n = latency(lat_settings, args.rate, args.seconds)
