@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,12 @@ SEARCH_SPACE = {
 }
 
 
-def fill_lake(settings: Any, devices: int = DEVICES, readings: int = READINGS,
-              seed: int = 7) -> tuple[datetime, datetime]:
-    """The stationary scenario's events, written to the lake as the sink would (offsets per partition)."""
+def fill_lake(settings: Any, devices: int = DEVICES, readings: int = READINGS, seed: int = 7,
+              relabel: Callable[[str], str] | None = None) -> tuple[datetime, datetime]:
+    """The stationary scenario's events, written to the lake as the sink would (offsets per partition).
+
+    ``relabel`` corrupts the ground truth: each label is filed under the device it names.
+    """
     from mlops.data.lake import write_commit
     from mlops.data.scenarios import load_scenario
     from mlops.data.schemas import Reading
@@ -43,7 +47,10 @@ def fill_lake(settings: Any, devices: int = DEVICES, readings: int = READINGS,
                                     else ("labels", topics.labels, 1))
         partition = int(event.device_id.rsplit("-", 1)[1]) % partitions
         rows = batches.setdefault((table, topic, partition), [])
-        rows.append({**event.to_row(), "_topic": topic, "_partition": partition, "_offset": len(rows)})
+        row = event.to_row()
+        if relabel is not None and table == "labels":
+            row["device_id"] = relabel(row["device_id"])
+        rows.append({**row, "_topic": topic, "_partition": partition, "_offset": len(rows)})
         times.append(event.event_time)
     for (table, topic, partition), rows in sorted(batches.items()):
         write_commit(settings, table, topic, partition, 0, len(rows) - 1, rows, dead_letters=0)
