@@ -20,7 +20,7 @@ from pathlib import Path
 from mlops import kafka
 from mlops.config import Settings
 from mlops.errors import ServiceError
-from mlops.services.process import ManagedProcess, require_free_port, tail
+from mlops.services.process import LocalService, require_free_port
 
 MIN_JAVA = 17
 _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -101,15 +101,13 @@ def check_java() -> str:
     return java
 
 
-class KafkaBroker:
+class KafkaBroker(LocalService):
     """Start, check and stop the local single-node KRaft broker described by the settings."""
 
     name = "kafka"
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.process = ManagedProcess(self.name, settings.run_dir / "kafka.pid")
-        self.log_file = settings.log_dir / "kafka.log"
+        super().__init__(settings)
         self.config_file = settings.run_dir / "kafka-server.properties"
 
     def _properties(self) -> str:
@@ -163,9 +161,6 @@ class KafkaBroker:
         if result.returncode != 0:
             raise ServiceError(f"kafka: formatting storage failed:\n{result.stdout}{result.stderr}")
 
-    def is_running(self) -> bool:
-        return self.process.is_running()
-
     def start(self) -> bool:
         """Start the broker unless it already runs; return True if this call started it."""
         k = self.settings.kafka
@@ -183,13 +178,5 @@ class KafkaBroker:
         self._format_storage(jars)
         command = self._java_command(jars, "kafka.Kafka", str(self.config_file))
         command[0] = java
-        self.process.start(command, self.log_file)
-        try:
-            kafka.wait_until_ready(k, k.ready_timeout_s, alive=self.is_running)
-        except ServiceError as err:
-            self.process.stop()
-            raise ServiceError(f"{err}\n--- last lines of {self.log_file} ---\n{tail(self.log_file)}") from err
+        self.launch(command, lambda: kafka.wait_until_ready(k, k.ready_timeout_s, alive=self.is_running))
         return True
-
-    def stop(self) -> bool:
-        return self.process.stop()

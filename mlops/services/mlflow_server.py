@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from mlops.config import MlflowSettings, Settings
+from mlops.config import MlflowSettings
 from mlops.errors import ServiceError
-from mlops.services.process import ManagedProcess, require_free_port, tail, wait_for
+from mlops.services.process import LocalService, require_free_port, wait_for
 
 
 def is_ready(settings: MlflowSettings, timeout_s: float = 2.0) -> bool:
@@ -20,18 +20,10 @@ def is_ready(settings: MlflowSettings, timeout_s: float = 2.0) -> bool:
         return False
 
 
-class MlflowServer:
+class MlflowServer(LocalService):
     """Start, check and stop the local MLflow tracking server described by the settings."""
 
     name = "mlflow"
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.process = ManagedProcess(self.name, settings.run_dir / "mlflow.pid")
-        self.log_file = settings.log_dir / "mlflow.log"
-
-    def is_running(self) -> bool:
-        return self.process.is_running()
 
     def _command(self) -> list[str]:
         m = self.settings.mlflow
@@ -61,19 +53,11 @@ class MlflowServer:
             # The job runner (GenAI evaluation jobs) starts a dozen worker processes we never use.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
-        self.process.start(self._command(), self.log_file, env=env)
 
         def ready() -> bool:
             if not self.is_running():
-                raise ServiceError(f"mlflow: server exited during start-up:\n{tail(self.log_file)}")
+                raise ServiceError("mlflow: server exited during start-up")
             return is_ready(m)
 
-        try:
-            wait_for(ready, m.ready_timeout_s, f"mlflow {m.tracking_uri}")
-        except ServiceError as err:
-            self.process.stop()
-            raise ServiceError(f"{err}\n--- last lines of {self.log_file} ---\n{tail(self.log_file)}") from err
+        self.launch(self._command(), lambda: wait_for(ready, m.ready_timeout_s, f"mlflow {m.tracking_uri}"), env=env)
         return True
-
-    def stop(self) -> bool:
-        return self.process.stop()

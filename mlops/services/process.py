@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from mlops.config import Settings
 from mlops.errors import PortInUseError, ServiceError
 
 
@@ -150,3 +151,30 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
+
+
+class LocalService:
+    """A service that ``mlops services`` runs as one managed process writing one log file."""
+
+    name: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess(self.name, settings.run_dir / f"{self.name}.pid")
+        self.log_file = settings.log_dir / f"{self.name}.log"
+
+    def is_running(self) -> bool:
+        return self.process.is_running()
+
+    def stop(self) -> bool:
+        return self.process.stop()
+
+    def launch(self, command: list[str], wait_until_ready: Callable[[], None],
+               env: dict[str, str] | None = None) -> None:
+        """Start the process and wait until it is ready; if it is not, stop it and show the log's last lines."""
+        self.process.start(command, self.log_file, env=env)
+        try:
+            wait_until_ready()
+        except ServiceError as err:
+            self.process.stop()
+            raise ServiceError(f"{err}\n--- last lines of {self.log_file} ---\n{tail(self.log_file)}") from err
