@@ -96,7 +96,7 @@ class Reading(_Event):
     device_type: str = Field(min_length=1, max_length=64)
     cycle: int = Field(ge=0, strict=True)
     sensors: Measurements = Field(min_length=1)
-    settings: Measurements = {}
+    settings: Measurements = Field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for the lake and for feature computation: sensors and settings become columns."""

@@ -11,21 +11,29 @@ the feature view ``device_features`` with the columns of a :class:`FeatureSpec`.
 
 Objects are applied with ``FeatureStore.apply`` (the Python API behind ``feast apply``), so the
 spec decides the schema; the repo directory holds no definitions for the ``feast`` CLI to apply.
+
+The online store holds each device's latest feature row. ``mlops features materialize``
+(:func:`materialize`) fills it from the feature table that ``mlops features build`` writes, so it
+is as fresh as the last build; :func:`push_online` writes rows newer than that. The REST API reads
+it through :class:`OnlineReader` (``POST /v1/predict/device/{device_id}``).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import threading
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from mlops.errors import ValidationError
+from mlops.errors import ServiceError, ValidationError
 from mlops.features.compute import FeatureSpec
 from mlops.log import get_logger
 
@@ -39,6 +47,7 @@ log = get_logger(__name__)
 ENTITY = "device"
 JOIN_KEY = "device_id"
 TIMESTAMP = "event_timestamp"
+TIMESTAMP_SUFFIX = "__ts"  # Feast's key for a feature's event time in OnlineResponse.to_dict
 FEATURE_VIEW = "device_features"
 PUSH_SOURCE = "device_features_push"
 SPEC_FILE = "_feature_spec.json"  # leading underscore: Parquet readers skip it
@@ -221,3 +230,66 @@ def online_features(store: FeatureStore, spec: FeatureSpec, device_ids: list[str
     """Latest online features of the given devices."""
     rows = [{JOIN_KEY: device} for device in device_ids]
     return store.get_online_features(features=feature_refs(spec), entity_rows=rows).to_df()
+
+
+@dataclass(frozen=True)
+class DeviceFeatures:
+    """One device's online feature row."""
+
+    device_id: str
+    values: np.ndarray
+    """Shape (1, n): the spec's features in :meth:`FeatureSpec.feature_names` order."""
+    event_time: datetime
+    """Event time of the reading the features belong to (whole seconds: Feast's online precision)."""
+
+
+def device_features(store: FeatureStore, spec: FeatureSpec, device_id: str) -> DeviceFeatures | None:
+    """The device's online features for ``spec``; None if the online store holds none for it.
+
+    ValidationError if the registered feature view lacks a feature of ``spec`` (the model was
+    trained on other sensors than the feature table holds); ServiceError if the store fails.
+    """
+    from feast.errors import FeastObjectNotFoundException
+
+    names = spec.feature_names()
+    try:
+        response = store.get_online_features(features=feature_refs(spec), entity_rows=[{JOIN_KEY: device_id}])
+        row = response.to_dict(include_event_timestamps=True)
+    except (KeyError, FeastObjectNotFoundException) as err:
+        raise ValidationError(f"feature view {FEATURE_VIEW!r} cannot serve features {names}: {err} "
+                              f"(build, apply and materialize the feature table for this model's sensors)") from err
+    except Exception as err:  # connection and storage errors of whichever online store is configured
+        raise ServiceError(f"Feast online store: reading device {device_id!r} failed: {err}") from err
+    values = [row[name][0] for name in names]
+    if all(value is None for value in values):
+        return None
+    if any(value is None for value in values):
+        missing = [name for name, value in zip(names, values, strict=True) if value is None]
+        raise ValidationError(f"online features of device {device_id!r} are incomplete: no {missing}")
+    seconds = max(row[name + TIMESTAMP_SUFFIX][0] for name in names)
+    return DeviceFeatures(device_id=device_id, values=np.asarray([values], dtype=np.float64),
+                          event_time=datetime.fromtimestamp(seconds, UTC))
+
+
+class OnlineReader:
+    """Reads device features for a long-running process: opens the store on first use, one read at a time.
+
+    The SQLite online store shares one connection between threads, hence the lock. After a failed
+    read the store is opened afresh, so a feature view applied after the first read is found.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: FeatureStore | None = None
+        self._lock = threading.Lock()
+
+    def read(self, spec: FeatureSpec, device_id: str) -> DeviceFeatures | None:
+        """:func:`device_features` on this process's store."""
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.settings)
+            try:
+                return device_features(self._store, spec, device_id)
+            except Exception:
+                self._store = None
+                raise

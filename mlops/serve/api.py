@@ -1,6 +1,7 @@
 """The REST API (FastAPI): score readings with the champion, show it, promote and roll back.
 
     POST /v1/predict        one reading or a JSON array of readings (the stream's schema)
+    POST /v1/predict/device/{device_id}   a device's latest features from the Feast online store
     GET  /v1/model          the champion: version, run id, metrics, lineage summary
     POST /v1/promote        move the champion alias (API key; runs the evaluation gate unless forced)
     POST /v1/rollback       back to the previous champion or a given version (API key)
@@ -9,14 +10,15 @@
 
 Features come from the shared kernel through :class:`~mlops.features.state.DeviceWindows`: the
 readings of one request are the history, per device in event-time order (a single reading is a
-one-reading window). The model is held in one reference that a background thread replaces when the
-:class:`~mlops.registry.watcher.ModelWatcher` has a newly promoted, smoke-tested version ready; a
-request reads the reference once, so a swap never fails a request. Nothing in the scoring path
-calls MLflow.
+one-reading window). The rows of concurrent requests are scored together, one model call per
+batch on a scoring thread (:class:`~mlops.serve.batcher.BatchScorer`). The model is held in one
+reference that a background thread replaces when the :class:`~mlops.registry.watcher.ModelWatcher`
+has a newly promoted, smoke-tested version ready; a request reads the reference once, so a swap
+never fails a request. Nothing in the scoring path calls MLflow. docs/api.md describes the API.
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the route parameters' real types,
-# some of which (the body's batch limit, the serving dependency) are built inside create_app.
+# some of which (the serving dependency) are built inside create_app.
 import secrets
 import threading
 import time
@@ -27,17 +29,22 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlops.config import Settings
 from mlops.data.schemas import MAX_EVENT_BYTES, Reading
 from mlops.errors import MlopsError, PolicyError
+from mlops.features.feast_repo import OnlineReader
 from mlops.features.state import DeviceWindows
 from mlops.log import get_logger
 from mlops.registry import catalog
@@ -45,6 +52,7 @@ from mlops.registry.loader import LoadedModel, load_champion
 from mlops.registry.promotion import NoPreviousChampionError, PromotionRejectedError, promote, rollback
 from mlops.registry.watcher import ModelWatcher
 from mlops.serve import api_models as m
+from mlops.serve.batcher import BatchScorer
 
 log = get_logger(__name__)
 
@@ -70,6 +78,8 @@ class ApiMetrics:
         self.latency = Histogram("mlops_api_request_seconds", "Request time", ["route"], registry=r,
                                  buckets=(.0005, .001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5))
         self.predictions = Counter("mlops_api_predictions", "Readings scored", registry=r)
+        self.model_call_rows = Histogram("mlops_api_model_call_rows", "Rows per model call (requests batched)",
+                                         registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))
         self.model_version = Gauge("mlops_api_model_version", "Registered model version serving", registry=r)
         self.swaps = Counter("mlops_api_model_swaps", "Models swapped in", registry=r)
         self.load_failures = Counter("mlops_api_model_load_failures", "Versions that failed to load", registry=r)
@@ -202,7 +212,8 @@ async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 
 class _Edge:
-    """Pure ASGI middleware: refuse oversized bodies before reading them, count and time requests."""
+    """Pure ASGI middleware: refuse oversized bodies (by Content-Length before reading them, while
+    reading a chunked one), count and time requests."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body: int) -> None:
         self.app, self.metrics, self.max_body = app, metrics, max_body
@@ -213,7 +224,17 @@ class _Edge:
             return
         start = time.perf_counter()
         status = 500
-        length = dict(scope["headers"]).get(b"content-length", b"0")
+        length = dict(scope["headers"]).get(b"content-length")
+        received = 0
+
+        async def limited() -> Message:
+            # Only chunked bodies (no Content-Length) get here: count them as they arrive.
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise HTTPException(413, f"body exceeds the {self.max_body}-byte limit")
+            return message
 
         async def watch(message: Message) -> None:
             nonlocal status
@@ -222,9 +243,13 @@ class _Edge:
             await send(message)
 
         try:
-            if not length.isdigit() or int(length) > self.max_body:
-                reason = f"body of {length.decode(errors='replace')} bytes exceeds the {self.max_body}-byte limit"
-                await _error(413 if length.isdigit() else 400, reason)(scope, receive, watch)
+            if length is None:
+                await self.app(scope, limited, watch)
+            elif not length.isdigit():
+                await _error(400, f"bad Content-Length {length.decode(errors='replace')!r}")(scope, receive, watch)
+            elif int(length) > self.max_body:
+                reason = f"body of {int(length)} bytes exceeds the {self.max_body}-byte limit"
+                await _error(413, reason)(scope, receive, watch)
             else:
                 await self.app(scope, receive, watch)
         finally:
@@ -240,6 +265,8 @@ def create_app(settings: Settings, keeper: ModelKeeper | None = None) -> FastAPI
     """The API for ``settings``; the keeper (default: a new one) is started and stopped with the app."""
     metrics = keeper.metrics if keeper is not None else ApiMetrics()
     keeper = keeper or ModelKeeper(settings, metrics)
+    scorer = BatchScorer(on_call=metrics.model_call_rows.observe)
+    online = OnlineReader(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -248,6 +275,7 @@ def create_app(settings: Settings, keeper: ModelKeeper | None = None) -> FastAPI
             yield
         finally:
             keeper.stop()
+            scorer.close()
 
     app = FastAPI(title="mlops-loop API", version="1", lifespan=lifespan,
                   description="Scores IoT readings with the champion model; promotion and rollback.")
@@ -257,7 +285,7 @@ def create_app(settings: Settings, keeper: ModelKeeper | None = None) -> FastAPI
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(_Edge, metrics=metrics, max_body=settings.api.max_batch * MAX_EVENT_BYTES)
 
-    def serving() -> Serving:
+    async def serving() -> Serving:  # async: a sync dependency would cost a thread hop per request
         current = keeper.serving
         if current is None:
             raise HTTPException(503, f"no model loaded yet: {keeper.load_error or 'loading'}")
@@ -274,13 +302,40 @@ def create_app(settings: Settings, keeper: ModelKeeper | None = None) -> FastAPI
             raise HTTPException(403, "wrong API key")
         return key
 
-    PredictBody = m.predict_body(settings.api.max_batch)
+    body_adapter, body_openapi, body_schemas = m.predict_request(settings.api.max_batch)
 
     @app.post("/v1/predict", response_model=m.PredictResponse, responses={**m.ERRORS, **m.NOT_READY},
+              openapi_extra=body_openapi,
               summary="Score one reading or a batch (a batch of one device in time order is its history)")
-    async def predict(body: PredictBody, current: ServingDep) -> JSONResponse:  # type: ignore[valid-type]
+    async def predict(request: Request, current: ServingDep) -> Response:
+        body = await _validated_body(request, body_adapter)
         readings: list[Reading] = [body] if isinstance(body, Reading) else body
-        return JSONResponse(_predict(current.model, readings))
+        model = current.model
+        features, order = _features(model, readings)
+        probabilities = np.empty(len(readings))
+        probabilities[order] = await scorer.predict_proba(model, features)
+        metrics.predictions.inc(len(readings))
+        return _json(_answer(model, readings, probabilities))
+
+    @app.post("/v1/predict/device/{device_id:path}", response_model=m.DevicePredictResponse,
+              responses=m.DEVICE_ERRORS, summary="Score a device from its latest features in the Feast online store")
+    async def predict_device(device_id: Annotated[str, Path(**m.DEVICE_ID_LIMITS)], current: ServingDep,
+                             ) -> Response:
+        model = current.model
+        try:
+            found = await run_in_threadpool(online.read, model.spec, device_id)
+        except MlopsError as err:
+            raise HTTPException(503, f"online features unavailable: {err}") from err
+        if found is None:
+            raise HTTPException(404, f"device {device_id!r} has no features in the online store (unknown device, "
+                                     f"or its features were never materialized: `mlops features materialize`)")
+        probability = float((await scorer.predict_proba(model, found.values))[0])
+        metrics.predictions.inc()
+        return _json({
+            "model_name": model.name, "model_version": model.version, "device_id": device_id,
+            "features_time": found.event_time.isoformat(), "probability": probability,
+            "decision": int(probability >= model.threshold),
+        })
 
     @app.get("/v1/model", response_model=m.ModelResponse, responses=m.NOT_READY, summary="The champion serving now")
     async def model(current: ServingDep) -> JSONResponse:
@@ -312,11 +367,39 @@ def create_app(settings: Settings, keeper: ModelKeeper | None = None) -> FastAPI
         return _change(keeper, lambda actor: rollback(settings, body.to_version, actor=actor, reason=body.reason),
                        request)
 
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The predict body's schema is declared by hand (openapi_extra): add the models it refers to.
+        if app.openapi_schema is None:
+            generate_openapi().setdefault("components", {}).setdefault("schemas", {}).update(body_schemas)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
-def _predict(model: LoadedModel, readings: list[Reading]) -> dict[str, Any]:
-    """Features per device in event-time order, one vectorised predict_proba, answers in request order."""
+async def _validated_body(request: Request, adapter: TypeAdapter[Any]) -> Any:
+    """The request's JSON body validated by ``adapter`` straight from its bytes; 415 or 422 if it is not."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise HTTPException(415, f"Content-Type {content_type!r}: send the body as application/json")
+    try:
+        return adapter.validate_json(await request.body())
+    except PydanticValidationError as err:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from err
+
+
+def _json(content: dict[str, Any]) -> Response:
+    # pydantic-core's encoder: several times faster than json.dumps on a batch's predictions.
+    return Response(to_json(content), media_type="application/json")
+
+
+def _features(model: LoadedModel, readings: list[Reading]) -> tuple[np.ndarray, list[int]]:
+    """Features of the readings, each device's in event-time order, and that order (request indices).
+
+    A 422 names every reading that lacks a sensor the model needs.
+    """
     sensors = model.spec.sensors
     problems = [
         {"field": f"body[{i}].sensors.{s}" if len(readings) > 1 else f"body.sensors.{s}",
@@ -328,8 +411,11 @@ def _predict(model: LoadedModel, readings: list[Reading]) -> dict[str, Any]:
     order = sorted(range(len(readings)), key=lambda i: readings[i].event_time)  # stable: ties keep request order
     features = DeviceWindows(model.spec).update_and_compute(
         (readings[i].device_id, readings[i].sensors) for i in order)
-    probabilities = np.empty(len(readings))
-    probabilities[order] = model.predict_proba(features)
+    return features, order
+
+
+def _answer(model: LoadedModel, readings: list[Reading], probabilities: np.ndarray) -> dict[str, Any]:
+    """The response body: one prediction per reading, in request order."""
     threshold = model.threshold
     return {
         "model_name": model.name,
@@ -366,5 +452,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 
+    # One worker process (more processes: run more APIs behind a balancer); uvloop and httptools
+    # when installed (they are dependencies), no access log: each costs per request.
     uvicorn.run(create_app(settings), host=host or settings.api.host, port=port or settings.api.port,
-                log_level="warning", access_log=False, loop="uvloop", http="httptools")
+                log_level="warning", access_log=False, loop="auto", http="auto", workers=1)

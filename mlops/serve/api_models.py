@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 from mlops.data.schemas import Reading
 
@@ -31,6 +31,21 @@ def predict_body(max_batch: int) -> Any:
     ]
 
 
+def predict_request(max_batch: int) -> tuple[TypeAdapter[Any], dict[str, Any], dict[str, Any]]:
+    """The validator of the ``POST /v1/predict`` body, its OpenAPI ``requestBody``, and the schemas
+    that refers to (for ``components.schemas``).
+
+    The API validates the raw bytes with ``validate_json`` (one pass in pydantic-core, no
+    intermediate Python objects), so FastAPI does not see the body and the schema is declared here.
+    """
+    adapter: TypeAdapter[Any] = TypeAdapter(predict_body(max_batch))
+    schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+    body = {"required": True, "content": {"application/json": {"schema": schema}},
+            "description": f"One reading, or a JSON array of 1..{max_batch} readings (the stream's schema)."}
+    return adapter, {"requestBody": body}, definitions
+
+
 class Prediction(BaseModel):
     device_id: str
     event_time: str
@@ -43,6 +58,29 @@ class PredictResponse(BaseModel):
     model_name: str
     model_version: str
     predictions: list[Prediction] = Field(description="One per reading, in the order of the request.")
+
+
+def _device_id_limits() -> dict[str, int]:
+    # The stream schema's bounds on device_id: the path accepts exactly the ids a reading may carry.
+    limits: dict[str, int] = {}
+    for constraint in Reading.model_fields["device_id"].metadata:
+        for key in ("min_length", "max_length"):
+            if hasattr(constraint, key):
+                limits[key] = getattr(constraint, key)
+    return limits
+
+
+DEVICE_ID_LIMITS = _device_id_limits()
+
+
+class DevicePredictResponse(BaseModel):
+    model_name: str
+    model_version: str
+    device_id: str
+    features_time: str = Field(description="Event time of the reading whose features were scored "
+                                           "(the online store keeps whole seconds).")
+    probability: float = Field(ge=0, le=1, description="Probability that the device fails within the horizon.")
+    decision: int = Field(ge=0, le=1, description="1 when probability >= the model's decision threshold.")
 
 
 class ModelResponse(BaseModel):
@@ -99,9 +137,16 @@ class ChangeResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed request."},
     413: {"model": ErrorResponse, "description": "Request body larger than the batch limit allows."},
+    415: {"model": ErrorResponse, "description": "The body is not declared as JSON (Content-Type)."},
     422: {"model": ErrorResponse, "description": "Validation failed: `detail` names each field and why."},
 }
 NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "No model loaded yet."}}
+DEVICE_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "The online store holds no features for this device."},
+    422: {"model": ErrorResponse, "description": "Bad device id: `detail` says why."},
+    503: {"model": ErrorResponse,
+          "description": "No model loaded yet, or the online store cannot serve this model's features."},
+}
 AUTH: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No API key (header X-API-Key)."},
     403: {"model": ErrorResponse, "description": "Wrong API key."},

@@ -1,4 +1,5 @@
-"""The REST API against a model in the real MLflow registry: validation, auth, parity, hot swap."""
+"""The REST API against a model in the real MLflow registry: validation, auth, parity, batching,
+hot swap, and device scoring from a real Feast online store (local provider, SQLite)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,12 +20,20 @@ from fastapi.testclient import TestClient
 
 from mlops import kafka
 from mlops.config import Settings
+from mlops.features import feast_repo
 from mlops.features.compute import features_frame
-from mlops.registry.loader import load_version
+from mlops.registry.loader import LoadedModel, load_version
 from mlops.registry.promotion import promote, rollback
 from mlops.serve.api import create_app
 from tests.conftest import free_port, unique
-from tests.helpers_models import CommittedReader, fleet_readings, produce_readings, reading, register_model
+from tests.helpers_models import (
+    SPEC,
+    CommittedReader,
+    fleet_readings,
+    produce_readings,
+    reading,
+    register_model,
+)
 from tests.integration.test_promotion import registry_settings
 
 pytestmark = pytest.mark.integration
@@ -62,6 +73,15 @@ def client(api_settings: tuple[Settings, list[str]]) -> Iterator[TestClient]:
         yield test_client
 
 
+def expected_probabilities(model: LoadedModel, readings: list[dict[str, Any]]) -> pd.DataFrame:
+    """Probabilities of ``readings`` through the batch feature path and the model itself, keyed by device and time."""
+    rows = pd.DataFrame([{**r["sensors"], "device_id": r["device_id"], "event_time": pd.Timestamp(r["event_time"])}
+                         for r in readings])
+    features = features_frame(rows, model.spec)
+    return features[["device_id", "event_time"]].assign(
+        expected=model.predict_proba(features[model.spec.feature_names()].to_numpy()))
+
+
 def raw(client: TestClient, body: str | bytes, **headers: str) -> httpx.Response:
     return client.post("/v1/predict", content=body, headers={"content-type": "application/json", **headers})
 
@@ -92,13 +112,8 @@ def test_batch_matches_the_batch_feature_path(client: TestClient, api_settings: 
     got = pd.DataFrame(answer.json()["predictions"])
     assert list(got["device_id"]) == [r["device_id"] for r in readings]
 
-    model = load_version(settings, versions[0])
-    rows = pd.DataFrame([{**r["sensors"], "device_id": r["device_id"], "event_time": pd.Timestamp(r["event_time"])}
-                         for r in readings])
-    features = features_frame(rows, model.spec)
-    expected = model.predict_proba(features[model.spec.feature_names()].to_numpy())
     merged = got.assign(event_time=pd.to_datetime(got["event_time"])).merge(
-        features[["device_id", "event_time"]].assign(expected=expected), on=["device_id", "event_time"])
+        expected_probabilities(load_version(settings, versions[0]), readings), on=["device_id", "event_time"])
     assert len(merged) == len(readings)
     np.testing.assert_allclose(merged["probability"], merged["expected"], rtol=1e-9)
 
@@ -140,6 +155,7 @@ BAD_INPUTS: dict[str, tuple[str | bytes, str]] = {
     "oversized batch": (json.dumps([reading(1, c) for c in range(MAX_BATCH + 1)]), "body"),
     "bad item in batch": (json.dumps([reading(1, 1), {**reading(1, 2), "cycle": -1}]), "body[1].cycle"),
     "not JSON": ("{not json", "body"),
+    "truncated JSON": (with_sensor("1.0")[:-5], "body"),
     "empty body": ("", "body"),
     "a number": ("42", "body"),
     "null": ("null", "body"),
@@ -162,6 +178,17 @@ def test_oversized_body_is_refused_before_reading_it(client: TestClient) -> None
     assert answer.status_code == 413 and "exceeds" in answer.json()["error"]
 
 
+def test_oversized_chunked_body_is_refused_while_reading_it(client: TestClient) -> None:
+    chunks = (b"x" * 65536 for _ in range(MAX_BATCH + 1))  # no Content-Length: sent chunked
+    answer = client.post("/v1/predict", content=chunks, headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "exceeds" in answer.json()["error"]
+
+
+def test_a_body_not_declared_as_json_gets_415(client: TestClient) -> None:
+    answer = client.post("/v1/predict", content=json.dumps(reading(1, 1)), headers={"content-type": "text/plain"})
+    assert answer.status_code == 415 and "application/json" in answer.json()["error"]
+
+
 def test_mutating_endpoints_need_the_key(client: TestClient, api_settings: Any) -> None:
     _settings, versions = api_settings
     body = {"version": versions[1], "reason": "no key", "force": True}
@@ -179,11 +206,16 @@ def test_mutating_endpoints_need_the_key(client: TestClient, api_settings: Any) 
 def test_openapi_documents_every_endpoint_and_its_errors(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    assert {"/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics", "/v1/promote", "/v1/rollback"} <= set(paths)
-    assert {"422", "413", "503"} <= set(paths["/v1/predict"]["post"]["responses"])
+    assert {"/v1/predict", "/v1/predict/device/{device_id}", "/v1/model", "/healthz", "/readyz", "/metrics",
+            "/v1/promote", "/v1/rollback"} <= set(paths)
+    predict = paths["/v1/predict"]["post"]
+    assert {"422", "413", "415", "503"} <= set(predict["responses"])
+    body = predict["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert body[0] == {"$ref": "#/components/schemas/Reading"} and body[1]["maxItems"] == MAX_BATCH
+    assert {"404", "422", "503"} <= set(paths["/v1/predict/device/{device_id}"]["post"]["responses"])
     assert {"401", "403", "404", "409", "422"} <= set(paths["/v1/promote"]["post"]["responses"])
     assert "503" in paths["/readyz"]["get"]["responses"]
-    assert "ErrorResponse" in spec["components"]["schemas"]
+    assert {"ErrorResponse", "Reading", "DevicePredictResponse"} <= set(spec["components"]["schemas"])
 
 
 def test_metrics_count_requests(client: TestClient) -> None:
@@ -216,6 +248,98 @@ class Server:
     def __exit__(self, *_exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+
+def test_concurrent_requests_batched_together_get_their_own_answers(api_settings: Any) -> None:
+    """Requests scored in shared model calls: each answer is exactly what scoring it alone gives."""
+    settings, _ = api_settings
+    bodies = [fleet_readings(1 + i % 2, range(1, 2 + i % 2)) for i in range(24)]  # 1 or 4 readings, 1 or 2 devices
+    with Server(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
+        wait_until(lambda: ready(http), 120, "model loaded")
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda body: http.post("/v1/predict", json=body), bodies))
+        calls = http.get("/metrics").text
+    models: dict[str, LoadedModel] = {}
+    for body, answer in zip(bodies, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        version = answer.json()["model_version"]
+        if version not in models:
+            models[version] = load_version(settings, version)
+        model = models[version]
+        got = pd.DataFrame(answer.json()["predictions"])
+        merged = got.assign(event_time=pd.to_datetime(got["event_time"])).merge(
+            expected_probabilities(model, body), on=["device_id", "event_time"])
+        assert len(merged) == len(body)
+        np.testing.assert_allclose(merged["probability"], merged["expected"], rtol=1e-9)
+    rows = float(calls.split("mlops_api_model_call_rows_sum ")[1].split("\n")[0])
+    assert rows == sum(len(body) for body in bodies)  # every row scored once, whatever the batching
+
+
+# ------------------------------------------------------------------------------ device endpoint
+
+def with_data_dir(settings: Settings, data_dir: Path) -> Settings:
+    """The same model, topics and database, with a Feast repo and feature table of the test's own."""
+    return settings.model_copy(update={"paths": settings.paths.model_copy(update={"data_dir": data_dir})})
+
+
+@pytest.fixture(scope="module")
+def feast_client(api_settings: tuple[Settings, list[str]], tmp_path_factory: pytest.TempPathFactory,
+                 ) -> Iterator[tuple[TestClient, Settings]]:
+    """An API whose Feast repo starts empty (nothing applied or materialised yet)."""
+    settings = with_data_dir(api_settings[0], tmp_path_factory.mktemp("feast-api"))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        wait_until(lambda: test_client.get("/readyz").status_code == 200, 120, "model loaded")
+        yield test_client, settings
+
+
+def latest_features(readings: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = pd.DataFrame([{**r["sensors"], "device_id": r["device_id"], "event_time": pd.Timestamp(r["event_time"])}
+                         for r in readings])
+    return features_frame(rows, SPEC)
+
+
+def test_device_is_scored_from_its_online_features(feast_client: tuple[TestClient, Settings]) -> None:
+    """Empty store: 503; materialised: the latest row scored, unknown devices 404; pushed: the new row."""
+    client, settings = feast_client
+    before = client.post("/v1/predict/device/dev-000")
+    assert before.status_code == 503, before.text  # no feature view applied yet: a clear 503, not a 500
+    assert "online features unavailable" in before.json()["error"]
+
+    features = latest_features(fleet_readings(3, range(1, 8)))
+    feast_repo.write_feature_table(settings, features, SPEC)
+    feast_repo.apply(settings, SPEC)
+    feast_repo.materialize(settings)
+
+    answer = client.post("/v1/predict/device/dev-001")  # the reader reopens the store after the failure
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    latest = features[features["device_id"] == "dev-001"].sort_values("event_time").iloc[-1]
+    model = load_version(settings, body["model_version"])
+    expected = model.predict_proba(latest[SPEC.feature_names()].to_numpy(dtype=np.float64)[None, :])[0]
+    assert body["device_id"] == "dev-001" and body["model_name"] == settings.mlflow.registered_model
+    assert abs(body["probability"] - expected) < 1e-12
+    assert body["decision"] == int(expected >= model.threshold)
+    assert pd.Timestamp(body["features_time"]) == pd.Timestamp(latest["event_time"]).floor("s")
+
+    unknown = client.post("/v1/predict/device/dev-999")
+    assert unknown.status_code == 404, unknown.text
+    assert "dev-999" in unknown.json()["error"] and "materialize" in unknown.json()["error"]
+
+    # A push (the streaming path) replaces the device's online row; the next answer uses it.
+    pushed = latest.to_frame().T.assign(event_time=pd.Timestamp(latest["event_time"]) + pd.Timedelta(minutes=5))
+    pushed[SPEC.feature_names()] = 3.0
+    feast_repo.push_online(feast_repo.open_store(settings), pushed, SPEC)
+    after = client.post("/v1/predict/device/dev-001").json()
+    pushed_expected = model.predict_proba(np.full((1, len(SPEC.feature_names())), 3.0))[0]
+    assert abs(after["probability"] - pushed_expected) < 1e-12
+
+
+def test_bad_device_ids_get_a_422_naming_the_path(feast_client: tuple[TestClient, Settings]) -> None:
+    client, _settings = feast_client
+    for bad in ("", "x" * 129):
+        answer = client.post(f"/v1/predict/device/{bad}")
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"][0]["field"] == "path.device_id"
 
 
 def test_promote_and_rollback_swap_the_model_without_failing_requests(api_settings: Any) -> None:

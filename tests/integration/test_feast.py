@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from mlops.config import Settings, load_settings
+from mlops.errors import ValidationError
 from mlops.features import feast_repo
-from mlops.features.compute import features_frame
+from mlops.features.compute import FeatureSpec, features_frame
 from mlops.features.labels import label_readings
 from mlops.features.training_set import build_training_set, historical_features
 from tests.unit.test_feature_parity import SPEC, random_readings
@@ -110,6 +111,29 @@ def test_materialize_and_push_reach_the_online_store(tmp_path: Path) -> None:
     feast_repo.push_online(store, pushed, SPEC)
     after = feast_repo.online_features(store, SPEC, [devices[0]])
     assert (after[SPEC.feature_names()].to_numpy() == 42.0).all()
+
+
+def test_device_features_read_one_device_or_say_why_not(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    readings = random_readings(14)
+    features = features_frame(readings, SPEC)
+    feast_repo.write_feature_table(settings, features, SPEC)
+    feast_repo.apply(settings, SPEC)
+    feast_repo.materialize(settings)
+    reader = feast_repo.OnlineReader(settings)
+
+    device = str(readings["device_id"].iloc[0])
+    found = reader.read(SPEC, device)
+    latest = features[features["device_id"] == device].sort_values("event_time").iloc[-1]
+    assert found is not None and found.device_id == device
+    np.testing.assert_array_equal(found.values, latest[SPEC.feature_names()].to_numpy(dtype=np.float64)[None, :])
+    assert found.event_time == pd.Timestamp(latest["event_time"]).floor("s").to_pydatetime()
+    assert reader.read(SPEC, "no-such-device") is None
+
+    other = FeatureSpec(sensors=("not_in_the_table",), window=SPEC.window)  # a model trained on other sensors
+    with pytest.raises(ValidationError, match="not_in_the_table__mean"):
+        reader.read(other, device)
+    assert reader.read(SPEC, device) is not None  # the reader recovers (it reopens the store)
 
 
 def test_spark_offline_store_config(tmp_path: Path) -> None:
