@@ -135,7 +135,7 @@ def produce_readings(settings: Settings, readings: list[dict[str, Any]]) -> None
 class CommittedReader:
     """Reads a topic with read_committed from the start, accumulating JSON records."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, **consumer_config: Any) -> None:
         import uuid
 
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -145,7 +145,7 @@ class CommittedReader:
         self.records: list[dict[str, Any]] = []
         self.received_at: list[float] = []
         kafka.ensure_topics(settings.kafka, kafka.design_topics(settings.kafka))  # else nothing to assign
-        self._consumer = kafka.consumer(settings.kafka, group_id=f"reader-{uuid.uuid4().hex[:8]}")
+        self._consumer = kafka.consumer(settings.kafka, group_id=f"reader-{uuid.uuid4().hex[:8]}", **consumer_config)
         metadata = self._consumer.list_topics(topic, timeout=10)
         partitions = metadata.topics[topic].partitions
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
