@@ -42,7 +42,7 @@ POISON: dict[str, bytes | None] = {
     "empty": None,
     "binary": b"\x00\xff\xfe garbage \x80",
 }
-EXPECTED_KIND = {"nan_token": "invalid_json", "binary": "invalid_json"}
+EXPECTED_KIND = {"nan_token": "invalid_fields", "binary": "invalid_json"}  # NaN: refused as a non-finite field
 
 
 def _lake_settings(services: Settings, tmp_path: Path) -> Settings:
