@@ -101,7 +101,7 @@ class DeviceWindows:
         spans: dict[str, tuple[int, int]] = {}  # device -> its real rows in the joined array
         size = 0
         for device, rows in rows_of.items():
-            for life_rows, continues in self._lives(device, [readings[r] for r in rows], rows):
+            for life_rows, continues in self._lives(device, readings, rows):
                 kept = self._recent.get(device) if continues else None
                 held = 0 if kept is None else len(kept)
                 pieces.append(pad[held:])
@@ -119,11 +119,12 @@ class DeviceWindows:
             return np.empty((0, self.spec.window, values.shape[1]))
         return joined[ends[:, None] + np.arange(1 - self.spec.window, 1)]
 
-    def _lives(self, device: str, readings: list[StreamReading], rows: list[int]) -> list[tuple[list[int], bool]]:
+    def _lives(self, device: str, readings: Sequence[StreamReading], rows: list[int]) -> list[tuple[list[int], bool]]:
         """Split one device's rows where a new life starts; the flag says whether a part continues the kept rows."""
         parts: list[tuple[list[int], bool]] = [([], True)]
         previous = self._cycles.get(device)
-        for reading, row in zip(readings, rows, strict=True):
+        for row in rows:
+            reading = readings[row]
             cycle = reading[2] if len(reading) > 2 else None  # type: ignore[misc]
             if cycle is not None:
                 if previous is not None and cycle <= previous:
