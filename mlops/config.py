@@ -127,6 +127,8 @@ class FeastSettings(_Section):
     offline_store: Literal["file", "spark"] = "file"
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "127.0.0.1:6379"
+    push_interval_s: float = Field(2.0, gt=0)
+    """Seconds between the writes of ``mlops features follow`` to the online store (each device's latest row)."""
 
 
 class DatabaseSettings(_Section):
@@ -165,6 +167,10 @@ class PolicySettings(_Section):
     """Longest event-time window a drift retraining trains on (ending at the monitor's clock)."""
     retrain_min_window: str = "3h"
     """Event time of drifted data the loop waits for before it retrains (drift start + this)."""
+    drift_training_context: str | None = None
+    """Event time before the drift's start that a drift retraining also trains on (within
+    ``retrain_window``). None: drifted data only, for a new concept the old data contradicts; a
+    duration when the old regime's failures still teach (a recalibrated sensor, a shifted operating point)."""
     retrain_retries: int = Field(2, ge=0)
     retrain_backoff_s: float = Field(30.0, ge=0)
     """Wait before the first retry of a failed retraining; doubles with each further retry."""

@@ -3,11 +3,18 @@
 The demo runs in its own data directory (``demo.data_dir``, wiped at the start) and on its own
 ports (every configured port + ``demo.port_offset``), so it never mixes with the services or data
 of ``mlops services up``. Child processes get the same settings through ``MLOPS_*`` variables.
+
+The terminal shows progress lines only: every process the demo starts writes to
+``<data_dir>/logs/``, and this process's own log records and library warnings go to
+``<data_dir>/logs/demo.log``. The scenario is ``demo.scenario`` (``MLOPS_DEMO__SCENARIO=fault_mode
+mlops demo`` runs another one; ``stationary`` shows a loop that does not retrain).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -56,36 +63,60 @@ def _fresh_data_dir(settings: Settings, console: Console) -> None:
         shutil.rmtree(settings.data_dir)
 
 
+def _log_to_file(path: Path) -> None:
+    """Send this process's log records and Python warnings to ``path`` instead of the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
 def run_demo(base: Settings, keep_running: bool, console: Console) -> Path | None:
     """Run the whole loop; return the report's path."""
     from mlops.loop_run import LoopRun
 
     overrides = demo_overrides(base)
-    settings = load_settings(base.profile, overrides=overrides)
+    # This process's Kafka clients log errors only (librdkafka writes its log lines to stderr).
+    quiet = {**overrides, "kafka": {**overrides["kafka"], "client": {**base.kafka.client, "log_level": 3}}}
+    settings = load_settings(base.profile, overrides=quiet)
     demo = base.demo
     t0 = time.monotonic()
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
     console.rule(f"mlops demo: scenario '{demo.scenario}', data in {settings.data_dir}")
     _fresh_data_dir(settings, console)
+    _log_to_file(settings.log_dir / "demo.log")
     try:
-        manager.up(settings, report=console.print)
+        manager.up(settings, report=say)
         run = LoopRun(settings, scenario=demo.scenario, devices=demo.devices, seed=demo.seed,
                       history_readings=demo.history_readings, rate=demo.rate,
                       after_promotion_windows=demo.after_promotion_windows, timeout_s=demo.timeout_s,
-                      report=console.print, env=as_environment(overrides))
+                      report=say, env=as_environment(overrides))
         outcome = run.run()
     finally:
         if not keep_running:
-            manager.down(settings, report=console.print)
+            manager.down(settings, report=say)
     from mlops.report import summarise
 
     summary = summarise(settings, outcome.onset_time, outcome.initial_version)
     console.rule("summary")
     for name, value in summary.as_rows():
-        console.print(f"{name:>32}: {value}")
-    console.print(f"model versions: initial v{outcome.initial_version}, promoted by the loop "
-                  f"{', '.join('v' + v for v in outcome.promoted_versions)}, serving v{outcome.serving_version}")
-    console.print(f"report: {outcome.report_path}")
-    console.print(f"MLflow UI: {settings.mlflow.tracking_uri}" + ("" if keep_running else " (stopped; run with "
-                                                                 "--follow to keep the services)"))
+        say(f"{name:>34}: {value}")
+    say(f"model versions: initial v{outcome.initial_version}, promoted by the loop: "
+        f"{', '.join('v' + v for v in outcome.promoted_versions) or 'none'}, serving v{outcome.serving_version}")
+    say("wall clock: " + ", ".join(f"{name.removesuffix('_s').replace('_', ' ')} at {value:.0f}s"
+                                   for name, value in outcome.timings.items()))
+    say(f"report: {outcome.report_path}")
+    say(f"logs: {settings.log_dir}")
+    say(f"MLflow UI: {settings.mlflow.tracking_uri}" + ("" if keep_running else " (stopped; run with --follow to "
+                                                       "keep the services)"))
     console.rule(f"demo finished in {time.monotonic() - t0:.0f}s")
     return outcome.report_path

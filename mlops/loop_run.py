@@ -1,19 +1,27 @@
-"""The whole loop on one machine: the engine behind ``mlops demo`` and the end-to-end test.
+"""The whole loop on one machine: the engine behind ``mlops demo`` and the end-to-end tests.
 
-1. services up (Kafka, MLflow); the lake sink, scorer, loop (monitor + controller), API and
-   scheduler start as their own ``mlops`` processes, exactly as an operator would run them;
+1. services up (Kafka, MLflow); the lake sink, API and scheduler start, then (step 2) the scorer
+   and the loop (monitor + controller), each as its own ``mlops`` process, exactly as an operator
+   would run them;
 2. the scenario's history (stationary) is published fast, sunk into the lake, and the initial
-   model is trained on it with Spark and promoted;
+   model is trained on it by ``mlops train`` (Spark) and promoted;
 3. the stream goes on at a steady rate, stationary first and drifting from the scenario's onset;
    the loop must notice, retrain, pass the evaluation gate and promote; the scorer switches;
 4. the stream runs on for a few more windows so that the new champion is judged, then everything
    this run started is stopped and the report is written.
 
-Live progress (events scored, serving version, drift share, loop events) is printed as it happens.
+A scenario without drift streams ``live_readings`` readings instead, waits until the monitor has
+judged them, and stops: whatever the loop did in the meantime is a false alarm.
+
+Live progress (events scored, serving version, drift share, loop events) goes to ``report`` as it
+happens. Every process this run starts, the initial training included, writes its output to
+``<data_dir>/logs/<role>.log``, so the terminal only shows the progress lines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -29,14 +37,22 @@ from typing import Any
 from mlops import db
 from mlops.config import Settings
 from mlops.data.schemas import Label, Reading
-from mlops.errors import MlopsError, ServiceError
+from mlops.errors import MlopsError, ServiceError, TrainingError
 from mlops.log import get_logger
 from mlops.serve.scorer import DEFAULT_GROUP as SCORER_GROUP
 from mlops.services.process import wait_for
 
 log = get_logger(__name__)
-ROLES = ("lake-sink", "score", "loop run", "api", "scheduler")
-"""The `mlops` commands a run starts, in order; each is one process."""
+EARLY_ROLES = ("lake-sink", "api", "scheduler")
+"""The `mlops` commands a run starts first (one process each): they need no champion yet."""
+LIVE_ROLES = ("score", "loop run")
+"""Started once the initial model is champion: the scorer serves it, the loop judges against it."""
+QUIET_ENV = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+"""No "View run ... at" line from MLflow for every run a process ends."""
+SHOWN_EVENTS = ("trigger", "retrain_started", "retrain_finished", "retrain_failed", "evaluation", "promotion",
+                "rejection", "rollback")
+"""Loop events worth a progress line (window results and "not triggered" decisions are too many)."""
+PROGRESS_EVERY_S = 10.0
 
 
 @dataclass
@@ -80,18 +96,28 @@ class Processes:
                 tail = self.log_path(role).read_text(errors="replace")[-3000:]
                 raise ServiceError(f"`mlops {role}` exited with code {proc.returncode}:\n{tail}")
 
-    def stop_all(self, timeout_s: float = 60.0) -> None:
+    def stop_all(self, timeout_s: float = 60.0) -> list[str]:
+        """Stop every process; return the roles that had to be killed after ``timeout_s``.
+
+        SIGTERM goes to each ``mlops`` process only, so that it stops its own children in order
+        (the loop's Spark JVM must outlive the Python code that talks to it); whatever is left in
+        its process group afterwards, or after the grace time, is killed.
+        """
         for proc in self.running.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for proc in self.running.values():
+        killed = []
+        for role, proc in self.running.items():
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                killed.append(role)
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            proc.wait(10)
         self.running.clear()
+        return killed
 
 
 def commit_end_offsets(settings: Settings, group: str, topic: str) -> None:
@@ -106,6 +132,21 @@ def commit_end_offsets(settings: Settings, group: str, topic: str) -> None:
         ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1])
                 for p in metadata.topics[topic].partitions]
         consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def committed_total(settings: Settings, group: str, topic: str) -> int:
+    """Sum over ``topic``'s partitions of ``group``'s committed offsets: the records it has processed."""
+    from confluent_kafka import TopicPartition
+
+    from mlops import kafka
+
+    consumer = kafka.consumer(settings.kafka, group)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return sum(max(0, tp.offset) for tp in committed)
     finally:
         consumer.close()
 
@@ -131,13 +172,30 @@ def loop_events_since(settings: Settings, after_id: int) -> list[db.EventRecord]
     return [e for e in rows if e.id > after_id][::-1]
 
 
+def train_in_subprocess(settings: Settings, env: dict[str, str], since: datetime, until: datetime, reason: str,
+                        log_path: Path, timeout_s: float) -> dict[str, Any]:
+    """Run ``mlops train --json`` on ``[since, until)``; its chatter goes to ``log_path``. Returns the JSON."""
+    command = [sys.executable, "-m", "mlops", "train", "--since", since.isoformat(), "--until", until.isoformat(),
+               "--trigger", "manual", "--reason", reason, "--json"]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as err:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                              timeout=timeout_s, check=False)
+    output = done.stdout.decode(errors="replace")
+    if done.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise TrainingError(f"`mlops train` exited with code {done.returncode} (log {log_path}):\n{tail}")
+    # The JSON document is the last thing on stdout; anything a library printed before it is skipped.
+    return dict(json.loads(output[output.index("{\n"):]))
+
+
 class LoopRun:
     """One demo / end-to-end run. ``report`` receives every progress line."""
 
     def __init__(self, settings: Settings, *, scenario: str, devices: int, seed: int, history_readings: int,
                  rate: float, after_promotion_windows: int, timeout_s: float,
                  report: Callable[[str], None] = print, env: dict[str, str] | None = None,
-                 write_report: bool = True) -> None:
+                 write_report: bool = True, live_readings: int = 20_000) -> None:
         self.settings = settings
         self.scenario_name = scenario
         self.devices = devices
@@ -146,29 +204,37 @@ class LoopRun:
         self.rate = rate
         self.after_promotion_windows = after_promotion_windows
         self.timeout_s = timeout_s
+        self.live_readings = live_readings
+        """Readings streamed after the history when the scenario has no drift."""
         self.report = report
-        self.env = {**os.environ, **(env or {}), "MLOPS_PROFILE": settings.profile}
+        self.env = {**os.environ, **(env or {}), **QUIET_ENV, "MLOPS_PROFILE": settings.profile}
         self.write_report = write_report
         self.processes = Processes(settings, self.env)
+        self._t0 = time.monotonic()
+        self._sim: Any = None
+        self._history_published = 0
 
     def run(self) -> RunOutcome:
         from mlops.data.publish import publish
         from mlops.data.scenarios import load_scenario
         from mlops.data.simulator import Simulator
 
-        t0 = time.monotonic()
+        self._t0 = t0 = time.monotonic()
         scenario = load_scenario(self.scenario_name)
-        sim = Simulator(scenario, devices=self.devices, seed=self.seed,
-                        cycle_seconds=self.settings.features.cycle_seconds)
+        self._sim = sim = Simulator(scenario, devices=self.devices, seed=self.seed,
+                                    cycle_seconds=self.settings.features.cycle_seconds)
         stop_stream = threading.Event()
         events = sim.events(should_stop=stop_stream.is_set)
         onset = sim.onset
         timings: dict[str, float] = {}
+        promoted: list[str] = []
         try:
-            self.processes.start("lake-sink")
+            for role in EARLY_ROLES:
+                self.processes.start(role)
             self.report(f"history: publishing {self.history_readings} readings of scenario "
                         f"'{scenario.name}' (seed {self.seed}, {self.devices} devices)")
             published = publish(take_readings(events, self.history_readings), self.settings)
+            self._history_published = published.readings
             self._wait_lake(published.readings)
             timings["history_s"] = time.monotonic() - t0
 
@@ -177,22 +243,32 @@ class LoopRun:
             # The history trained the initial model; the scorer starts at the live stream (it still
             # re-reads the history's tail to warm its per-device feature windows).
             commit_end_offsets(self.settings, SCORER_GROUP, self.settings.kafka.topics.readings)
-            for role in ROLES[1:]:
+            for role in LIVE_ROLES:
                 self.processes.start(role)
-            self.report("started: " + ", ".join(f"mlops {r}" for r in self.processes.running))
+            self.report(self._stamp("started: " + ", ".join(f"mlops {r}" for r in self.processes.running)))
 
-            streamer = threading.Thread(target=publish, args=(events, self.settings),
+            live = events if onset is not None else take_readings(events, self.live_readings)
+            streamer = threading.Thread(target=publish, args=(live, self.settings),
                                         kwargs={"rate": self.rate}, name="stream", daemon=True)
             streamer.start()
-            if onset is not None:
+            if onset is None:
+                self.report(f"stream: {self.live_readings} readings at {self.rate:.0f}/s, no drift "
+                            f"(the loop must not retrain)")
+                self._watch_stationary(streamer)
+            else:
                 self.report(f"stream: {self.rate:.0f} readings/s; drift '{onset.kind}' begins at event time "
                             f"{onset.event_time:%Y-%m-%d %H:%M} (cycle {onset.cycle})")
-            promoted = self._follow(initial, t0, streamer)
-            timings["promotion_s"] = time.monotonic() - t0
-            self._judge_new_champion(promoted[-1] if promoted else initial, streamer)
+                promoted = self._follow(streamer)
+                timings["promotion_s"] = time.monotonic() - t0
+                self._judge_new_champion(promoted[-1], streamer)
+            stop_stream.set()
+            self._wait_for_reports()
         finally:
             stop_stream.set()
-            self.processes.stop_all()
+            stopping = time.monotonic()
+            killed = self.processes.stop_all()
+            self.report(self._stamp(f"stopped the processes in {time.monotonic() - stopping:.0f}s"
+                                    + (f" (killed after the grace time: {', '.join(killed)})" if killed else "")))
         outcome = RunOutcome(scenario.name, onset.event_time if onset else None, initial, promoted,
                              self._serving_version(), sim.readings_emitted, time.monotonic() - t0, timings)
         if self.write_report:
@@ -202,6 +278,9 @@ class LoopRun:
         return outcome
 
     # --- steps --------------------------------------------------------------------------------
+    def _stamp(self, line: str) -> str:
+        return f"[{time.monotonic() - self._t0:4.0f}s] {line}"
+
     def _wait_lake(self, readings: int) -> None:
         from mlops.data.lake import lake_files
 
@@ -209,25 +288,27 @@ class LoopRun:
             return sum(f.rows for f in lake_files(self.settings, "readings"))
 
         wait_for(lambda: rows() >= readings, 300, f"lake holding {readings} readings",
-                   check=self.processes.check)
-        self.report(f"lake: {rows()} readings")
+                 check=self.processes.check)
+        self.report(self._stamp(f"lake: {rows()} readings"))
 
     def _train_initial(self) -> str:
         from mlops.data.lake import read_table
         from mlops.registry import promotion
-        from mlops.train.job import TrainRequest, run_training
 
         readings = read_table(self.settings, "readings")
         since, until = readings["event_time"].min(), readings["event_time"].max()
-        self.report("training the initial model on the history (Spark, distributed search) ...")
-        result = run_training(self.settings, TrainRequest(since=since.to_pydatetime(),
-                                                          until=until.to_pydatetime() + (until - since) * 0.001,
-                                                          trigger="manual", reason="initial model (demo history)"),
-                              progress=lambda line: self.report(f"  train: {line}"))
-        promotion.promote(self.settings, result.version, actor="demo", reason="initial model", force=True)
-        self.report(f"initial model: version {result.version}, val f1 {result.metrics.get('f1', float('nan')):.3f}"
-                    f", now champion")
-        return result.version
+        log_path = self.processes.log_path("train-initial")
+        self.report(self._stamp(f"training the initial model on the history: `mlops train` (Spark, distributed "
+                                f"search; log {log_path})"))
+        result = train_in_subprocess(self.settings, self.env, since.to_pydatetime(),
+                                     until.to_pydatetime() + (until - since) * 0.001, "initial model (demo history)",
+                                     log_path, self.timeout_s)
+        version = str(result["version"])
+        promotion.promote(self.settings, version, actor="demo", reason="initial model", force=True)
+        self.report(self._stamp(f"initial model: version {version} ({result['family']}, val f1 "
+                                f"{result['metrics'].get('f1', float('nan')):.3f}, trained in "
+                                f"{result['duration_s']:.0f}s), now champion"))
+        return version
 
     def _serving_version(self) -> str | None:
         from mlops.registry.loader import resolve_alias
@@ -237,9 +318,21 @@ class LoopRun:
         except MlopsError:
             return None
 
-    def _follow(self, initial: str, t0: float, streamer: threading.Thread) -> list[str]:
+    def _show_loop_events(self, after_id: int) -> tuple[int, list[db.EventRecord]]:
+        """Print the loop events newer than ``after_id``; return the newest id and the events."""
+        events = loop_events_since(self.settings, after_id)
+        for event in events:
+            if event.kind in SHOWN_EVENTS:
+                version = f"v{event.model_version} " if event.model_version else ""
+                self.report(self._stamp(f"loop: {event.kind} {version}{event.reason or ''}"[:240]))
+        return (events[-1].id if events else after_id), events
+
+    def _newest_event_id(self) -> int:
+        return max((e.id for e in db.list_events(self.settings, limit=1, newest_first=True)), default=0)
+
+    def _follow(self, streamer: threading.Thread) -> list[str]:
         """Print loop events and progress until a drift-triggered promotion reaches the predictions."""
-        last_id = max((e.id for e in db.list_events(self.settings, limit=1, newest_first=True)), default=0)
+        last_id = self._newest_event_id()
         promoted: list[str] = []
         deadline = time.monotonic() + self.timeout_s
         last_progress = 0.0
@@ -247,23 +340,38 @@ class LoopRun:
             self.processes.check()
             if not streamer.is_alive():
                 raise ServiceError("the stream ended before the loop promoted a new model")
-            for event in loop_events_since(self.settings, last_id):
-                last_id = event.id
-                if event.kind not in ("window_result", "not_triggered"):
-                    version = f"v{event.model_version}" if event.model_version else ""
-                    self.report(f"[{time.monotonic() - t0:5.0f}s] loop: {event.kind} {version} "
-                                f"{event.reason or ''}"[:220])
-                if event.kind == "promotion" and event.actor == "loop" and event.model_version:
-                    promoted.append(event.model_version)
+            last_id, events = self._show_loop_events(last_id)
+            promoted += [e.model_version for e in events
+                         if e.kind == "promotion" and e.actor == "loop" and e.model_version]
             if promoted and self._predictions_carry(promoted[-1]):
-                self.report(f"[{time.monotonic() - t0:5.0f}s] scorer: predictions now carry version {promoted[-1]}")
+                self.report(self._stamp(f"scorer: predictions now carry version {promoted[-1]}"))
                 return promoted
-            if time.monotonic() - last_progress > 10:
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
                 last_progress = time.monotonic()
-                self.report(f"[{time.monotonic() - t0:5.0f}s] {self._progress_line()}")
+                self.report(self._stamp(self._progress_line()))
             time.sleep(1.0)
         raise ServiceError(f"no drift-triggered promotion reached the scorer within {self.timeout_s:.0f}s "
                            f"(see `mlops loop history` and {self.settings.log_dir})")
+
+    def _watch_stationary(self, streamer: threading.Thread) -> None:
+        """Print progress until the stream ended and the monitor judged it (all but the last window)."""
+        last_id = self._newest_event_id()
+        windows_needed = max(1, self.live_readings // self.settings.policy.window_size - 1)
+        deadline = time.monotonic() + self.timeout_s
+        last_progress = 0.0
+        while time.monotonic() < deadline:
+            self.processes.check()
+            last_id, _events = self._show_loop_events(last_id)
+            judged = len(self._results("drift", limit=windows_needed + 50))
+            if not streamer.is_alive() and judged >= windows_needed:
+                self.report(self._stamp(f"stream ended; the monitor judged {judged} drift windows"))
+                return
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = time.monotonic()
+                self.report(self._stamp(self._progress_line()))
+            time.sleep(1.0)
+        raise ServiceError(f"the monitor did not judge {windows_needed} drift windows within {self.timeout_s:.0f}s "
+                           f"(see {self.settings.log_dir})")
 
     def _results(self, kind: str | None = None, version: str | None = None, limit: int = 200) -> list[Any]:
         """Newest monitor window results, oldest first, optionally of one kind and model version."""
@@ -279,28 +387,51 @@ class LoopRun:
     def _judge_new_champion(self, version: str, streamer: threading.Thread) -> None:
         """Keep streaming until the new champion has been judged on a few performance windows."""
         needed = self.after_promotion_windows
-        self.report(f"stream: continuing until version {version} is judged on {needed} performance windows")
+        self.report(self._stamp(f"stream: continuing until version {version} is judged on {needed} "
+                                f"performance windows"))
+        last_progress = time.monotonic()
 
         def judged() -> bool:
+            nonlocal last_progress
             if not streamer.is_alive():
                 raise ServiceError("the stream ended before the new champion was judged")
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = time.monotonic()
+                self.report(self._stamp(self._progress_line()))
             return len(self._results("performance", version)) >= needed
 
         wait_for(judged, self.timeout_s, f"{needed} performance windows of version {version}",
-                   interval_s=2.0, check=self.processes.check)
+                 interval_s=2.0, check=self.processes.check)
+
+    def _wait_for_reports(self, timeout_s: float = 60.0) -> None:
+        """Give the monitor's report thread time to write the Evidently reports it still has queued."""
+        def missing() -> int:
+            return sum(1 for w in self._results(limit=1000) if not w.report_html)
+
+        deadline = time.monotonic() + timeout_s
+        while missing() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        left = missing()
+        total = len(self._results(limit=1000))
+        self.report(self._stamp(f"Evidently reports: {total - left} of {total} windows written"
+                                + (f" ({left} still queued; the monitor writes them while it stops)" if left else "")))
 
     def _predictions_carry(self, version: str) -> bool:
         """True once the monitor has seen predictions stamped with ``version``."""
         return bool(self._results("drift", version, limit=20))
 
     def _progress_line(self) -> str:
-        from mlops import kafka
-
-        scored = kafka.topic_counts(self.settings.kafka, self.settings.kafka.topics.predictions)
+        try:  # the scorer commits its input offsets with every transaction: what it has scored
+            scored = str(committed_total(self.settings, SCORER_GROUP, self.settings.kafka.topics.readings)
+                         - self._history_published)
+        except Exception as err:  # KafkaException and timeouts alike: the next line will tell
+            log.warning("cannot read the scorer's offsets", error=str(err))
+            scored = "?"
         drifts, perfs = self._results("drift", limit=1), self._results("performance", limit=1)
-        drift = drifts[-1] if drifts else None
-        perf = perfs[-1] if perfs else None
-        f1 = (perf.metrics or {}).get("f1") if perf else None
-        return (f"≈{scored} predictions | champion v{self._serving_version()} | "
-                f"drift share {drift.drift_share if drift and drift.drift_share is not None else float('nan'):.2f} | "
-                f"f1 {f1 if f1 is not None else float('nan'):.3f}")
+        drift = f"{drifts[-1].drift_share:.2f}" if drifts and drifts[-1].drift_share is not None else "-"
+        f1 = (perfs[-1].metrics or {}).get("f1") if perfs else None
+        stamped = f" (predictions carry v{drifts[-1].model_version})" if drifts else ""
+        clock = f"event time {drifts[-1].end_time:%m-%d %H:%M} | " if drifts else ""
+        live = (self._sim.readings_emitted if self._sim is not None else 0) - self._history_published
+        return (f"{clock}{scored}/{live} live readings scored | champion v{self._serving_version()}{stamped} | "
+                f"drift share {drift} | f1 {'-' if f1 is None else f'{f1:.3f}'}")

@@ -55,6 +55,7 @@ def run(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     status = monitor.run(max_windows=max_windows, idle_exit_s=idle_exit, stop=stop)
     controller.wait_idle(settings.policy.evaluation_timeout_s)
+    controller.close()
     typer.echo(f"loop stopped: {status.windows} windows, MLflow run {status.run_id}")
 
 

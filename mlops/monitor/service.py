@@ -7,8 +7,10 @@
 One consumer (group ``monitor.group_id``, ``read_committed``) reads the predictions and the labels
 topics. Predictions go into drift windows and into the label join (:mod:`mlops.monitor.windows`);
 each closed window becomes a :class:`~mlops.monitor.results.WindowResult` that is saved to the
-database, gets its Evidently report on disk and in the session's MLflow run
-(:mod:`mlops.monitor.reports`), and is handed to every ``on_window`` callback, in this order.
+database and handed to every ``on_window`` callback, in this order; its Evidently report is
+written to disk and to the session's MLflow run on the report thread
+(:class:`~mlops.monitor.reports.ReportWriter`), so neither the consumer nor the loop controller
+waits for it. Stopping the monitor drains the reports still queued.
 
 Champion changes: windows are per model version and each version's drift is judged against that
 version's own reference data (loaded once per version from its MLflow run), so a new
@@ -68,6 +70,7 @@ class MonitorStatus:
     latest_f1: float | None = None
     model_version: str | None = None
     pending_labels: int = 0
+    reports_pending: int = 0
     run_id: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -96,6 +99,7 @@ class Monitor:
         self._models: dict[tuple[str, str], Any] = {}
         self._last_version: tuple[str, str] | None = None
         self._seen: set[tuple[str, str]] = set()
+        self._writer: reports.ReportWriter | None = None
 
     def on_window(self, callback: WindowCallback) -> WindowCallback:
         """Subscribe to every window result (after it is saved and logged); usable as a decorator."""
@@ -117,6 +121,8 @@ class Monitor:
         run.log_params({"window_mode": policy.window_mode, "window_size": policy.window_size,
                         "window_seconds": policy.window_seconds, "label_lateness_s": policy.label_lateness_s,
                         "horizon_cycles": self.settings.features.horizon_cycles})
+        writer = reports.ReportWriter(run, self.settings.reports_dir, engine)
+        self._writer = writer
         dead = DeadLetters(self.settings, "monitor")
         consumer = kafka.consumer(self.settings.kafka, self.group_id)
         consumer.subscribe([self.topics.predictions, self.topics.labels])
@@ -135,7 +141,7 @@ class Monitor:
                     last_record = time.monotonic()
                     closed.extend(self._handle(message, dead))
                 for window in closed:
-                    self._publish(self._judge(window), engine, run)
+                    self._publish(*self._judge(window), engine, writer)
                 if messages:
                     dead.flush()  # a dead letter must be stored before its offset is committed
                     self._commit(consumer)
@@ -155,6 +161,7 @@ class Monitor:
             self._report_status(dead)
             consumer.close()
             dead.close()
+            writer.close()
             run.finish(failed=failed)
         return self.status
 
@@ -203,8 +210,8 @@ class Monitor:
             consumer.commit(offsets=offsets, asynchronous=False)
 
     # --- judging a window -------------------------------------------------------------------
-    def _judge(self, window: ClosedWindow) -> tuple[WindowResult, Any]:
-        """The window's result (without id yet) and its Evidently snapshot."""
+    def _judge(self, window: ClosedWindow) -> tuple[WindowResult, Callable[[], Any]]:
+        """The window's result (without id yet) and the function that builds its Evidently snapshot."""
         base = WindowResult(kind=window.kind, model_name=window.model_name, model_version=window.model_version,
                             start_time=window.start_time, end_time=window.end_time,
                             n_predictions=len(window.predictions), source_offsets=source_offsets(window.predictions))
@@ -214,7 +221,7 @@ class Monitor:
             metrics, snapshot = drift.performance(window.labels, frame["probability"].tolist(),
                                                   frame["decision"].tolist())
             metrics.update(self._previous_metrics(window, frame))
-            return replace(base, metrics=metrics), snapshot
+            return replace(base, metrics=metrics), lambda: snapshot
         version = (window.model_name, window.model_version)
         reference = self._reference(version)
         features = [c for c in frame.columns if c not in ("probability", "decision")]
@@ -228,7 +235,7 @@ class Monitor:
                                    prediction_reference, self.settings.policy.feature_drift_threshold)
         result = replace(base, drift_share=outcome.drift_share, drifted_features=outcome.drifted_features,
                          dataset_drift=outcome.dataset_drift, prediction_drift=outcome.prediction_drift)
-        return result, outcome.snapshot
+        return result, outcome.report
 
     def _reference(self, version: tuple[str, str]) -> pd.DataFrame:
         if version not in self._references:
@@ -260,14 +267,10 @@ class Monitor:
         return {f"previous_{k}": v for k, v in metrics.items() if k != "n_labelled"}
 
     # --- publishing -------------------------------------------------------------------------
-    def _publish(self, judged: tuple[WindowResult, Any], engine: Any, run: reports.MonitorRun) -> None:
-        result, snapshot = judged
-        result = results.save(engine, replace(result, session_run_id=run.run_id))
-        assert result.window_id is not None
-        html, json_path = reports.save_report(snapshot, self.settings.reports_dir, result.window_id)
-        results.set_reports(engine, result.window_id, str(html), str(json_path))
-        result = replace(result, report_html=str(html), report_json=str(json_path))
-        run.log_window(result, [html, json_path])
+    def _publish(self, result: WindowResult, snapshot: Callable[[], Any], engine: Any,
+                 writer: reports.ReportWriter) -> None:
+        result = results.save(engine, replace(result, session_run_id=writer.run.run_id))
+        writer.submit(result, snapshot)
         self.status.windows += 1
         if result.kind == "drift":
             self.status.latest_drift_share = result.drift_share
@@ -275,12 +278,14 @@ class Monitor:
             self.status.latest_f1 = result.metrics.get("f1")
         log.info("window closed", window_id=result.window_id, kind=result.kind, model_version=result.model_version,
                  n=result.n_predictions, drift_share=result.drift_share, drifted=len(result.drifted_features),
-                 prediction_drift=result.prediction_drift, f1=(result.metrics or {}).get("f1"), run_id=run.run_id)
+                 prediction_drift=result.prediction_drift, f1=(result.metrics or {}).get("f1"),
+                 reports_pending=writer.pending)
         for callback in self._callbacks:
             callback(result)
 
     def _report_status(self, dead: Any) -> None:
         self.status.pending_labels = self.join.pending
+        self.status.reports_pending = self._writer.pending if self._writer is not None else 0
         self.status.dead_letters = dead.total
         self.status.counts = {**{f"window_{k}": v for k, v in self.windows.counts.items()},
                               **{f"label_{k}": v for k, v in self.join.counts.items()}}

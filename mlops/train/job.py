@@ -58,6 +58,9 @@ class TrainRequest:
     until: datetime | None = None
     trigger: Trigger = "manual"
     reason: str = ""
+    reference_since: datetime | None = None
+    """Event time from which the training rows make the drift monitor's reference: the start of the
+    regime the model must serve (a drift retraining's drift start). None: every training row."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,8 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
         lineage.GIT_COMMIT: git_commit(), lineage.COMPARED_WITH: compared_with,
         "lineage.since": since.isoformat(), "lineage.until": until.isoformat(),
     }
+    if request.reference_since is not None:
+        tags["lineage.reference_since"] = request.reference_since.isoformat()
     mlflow.set_tags(tags)
     snapshot = config_snapshot(settings)
     snapshot_text = yaml.safe_dump(snapshot, sort_keys=True)
@@ -325,20 +330,44 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
     importance = plots.importance_table(fitted.pipeline, data.x_val, data.y_val, cfg.seed)
     mlflow.log_figure(plots.importance(importance), "plots/feature_importance.png")
     mlflow.log_dict({k: float(v) for k, v in importance.items()}, "plots/feature_importance.json")
-    _log_reference(fitted.pipeline, data.x_train, data.y_train, cfg.reference_rows, cfg.seed)
+    _log_reference(fitted.pipeline, _regime(split.train, split.validation, request.reference_since, names),
+                   cfg.reference_rows, cfg.seed)
 
     version = _register(settings, fitted.pipeline, data.x_train, tags, run.info.run_id)
     return TrainResult(run.info.run_id, name, version, best.candidate.family, dict(best.candidate.params), metrics,
                        fitted.threshold, compared_with, len(candidates), time.perf_counter() - clock, tags)
 
 
-def _log_reference(pipeline: Any, x_train: pd.DataFrame, y_train: np.ndarray, rows: int, seed: int) -> None:
-    """A seeded sample of training features (+ label, + the model's probability): the drift monitor's reference."""
+REFERENCE_MIN_ROWS = 200
+"""Fewest training rows of the current regime that make a reference; fewer and every training row does."""
+
+
+def _regime(train: pd.DataFrame, validation: pd.DataFrame, since: datetime | None,
+            names: list[str]) -> pd.DataFrame:
+    """The rows (features + ``label``) the drift reference is drawn from.
+
+    Without ``since``: the training part. With it: every labelled row at or after ``since``, the
+    validation part included (after a drift the new regime is mostly the newest, validation, rows).
+    A model trained on the old regime and a little of the new one must be judged against the new
+    one: against all of its training rows, the stream would still look drifted after its promotion.
+    Too few such rows (fewer than :data:`REFERENCE_MIN_ROWS`): the training part.
+    """
+    def rows(part: pd.DataFrame) -> pd.DataFrame:
+        return _features(part, names).assign(label=part[LABEL].to_numpy(dtype=np.int64))
+
+    if since is None:
+        return rows(train)
+    both = pd.concat([train, validation], ignore_index=True)
+    recent = both[pd.to_datetime(both["event_time"], utc=True) >= pd.Timestamp(since)]
+    return rows(recent) if len(recent) >= REFERENCE_MIN_ROWS else rows(train)
+
+
+def _log_reference(pipeline: Any, rows: pd.DataFrame, size: int, seed: int) -> None:
+    """A seeded sample of ``rows`` (features + label) with the model's probability: the drift monitor's reference."""
     import mlflow
 
-    sample = x_train.sample(n=min(rows, len(x_train)), random_state=seed).sort_index()
-    reference = sample.assign(label=y_train[sample.index.to_numpy()],
-                              probability=pipeline.predict_proba(sample)[:, 1])
+    sample = rows.sample(n=min(size, len(rows)), random_state=seed).sort_index()
+    reference = sample.assign(probability=pipeline.predict_proba(sample.drop(columns="label"))[:, 1])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
         reference.reset_index(drop=True).to_parquet(path, index=False)

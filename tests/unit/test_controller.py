@@ -23,11 +23,11 @@ class Window:
     metrics: dict[str, float] | None = field(default_factory=dict)
 
 
-def _controller(tmp_path: Path, train):  # type: ignore[no-untyped-def]
+def _controller(tmp_path: Path, train, context: str | None = None):  # type: ignore[no-untyped-def]
     settings = load_settings("local", overrides={
         "paths": {"data_dir": str(tmp_path)},
         "policy": {"consecutive_windows": 2, "drift_threshold": 0.5, "retrain_retries": 0,
-                   "retrain_window": "2d", "retrain_min_window": "1h"},
+                   "retrain_window": "2d", "retrain_min_window": "1h", "drift_training_context": context},
     })
     return settings, LoopController(settings, clock=lambda: T0, train=train)
 
@@ -80,6 +80,11 @@ def test_training_window_starts_where_the_drift_began(tmp_path: Path) -> None:
     assert since == until - timedelta(days=2)  # drift began long ago: at most retrain_window
     since, _ = controller.training_window(drift_started=None)
     assert since == until - timedelta(days=2)
+    # With context, the old regime before the drift is trained on too (still within retrain_window).
+    for context, expected in (("6h", T0 + timedelta(days=9, hours=14)), ("30d", until - timedelta(days=2))):
+        _, controller = _controller(tmp_path, train=None, context=context)
+        controller.event_clock = until
+        assert controller.training_window(drift_started=T0 + timedelta(days=9, hours=20)) == (expected, until)
 
 
 def test_retraining_waits_for_enough_drifted_data(tmp_path: Path) -> None:
