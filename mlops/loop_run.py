@@ -45,8 +45,9 @@ from mlops.services.process import wait_for
 log = get_logger(__name__)
 EARLY_ROLES = ("lake-sink", "api", "scheduler")
 """The `mlops` commands a run starts first (one process each): they need no champion yet."""
-LIVE_ROLES = ("score", "loop run")
-"""Started once the initial model is champion: the scorer serves it, the loop judges against it."""
+LIVE_ROLES = ("score", "loop run", "features follow")
+"""Started once the initial model is champion: the scorer serves it, the loop judges against it, and the
+Feast online store follows its predictions (the API's device endpoint reads it)."""
 QUIET_ENV = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 """No "View run ... at" line from MLflow for every run a process ends."""
 SHOWN_EVENTS = ("trigger", "retrain_started", "retrain_finished", "retrain_failed", "evaluation", "promotion",

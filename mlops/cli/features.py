@@ -1,7 +1,9 @@
-"""``mlops features``: build the feature table on Spark, apply the Feast repo, materialise."""
+"""``mlops features``: build the feature table on Spark, apply the Feast repo, materialise, follow the stream."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -61,6 +63,27 @@ def materialize(
     with console.status("materializing features into the online store"):
         first, last = feast_repo.materialize(settings, _when(start), _when(end))
     console.print(f"materialized {first.isoformat()} .. {last.isoformat()}")
+
+
+@app.command()
+def follow(
+    profile: ProfileOption = None,
+    group: Annotated[str | None, typer.Option("--group", help="Consumer group; default "
+                                              "mlops-features-follow.")] = None,
+) -> None:
+    """Keep each device's latest scored features in the online store, from the predictions topic, until stopped
+    (Ctrl-C or SIGTERM: writes and commits what it holds, then exits)."""
+    from mlops.features.follow import FeatureFollower
+    from mlops.log import configure_logging
+
+    configure_logging()
+    settings = settings_for(profile)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_args: stop.set())
+    status = FeatureFollower(settings, group_id=group).run(stop=stop)
+    console.print(f"done: {status.predictions} predictions, {status.pushed} rows written online, "
+                  f"{status.malformed} malformed, {status.dropped} dropped, {status.pending} not written")
 
 
 def register(root: typer.Typer) -> None:
