@@ -37,6 +37,8 @@ def test_smoke_test_accepts_a_fitting_model_and_rejects_a_mismatched_one() -> No
     good = LoadedModel("m", "1", None, _model(SPEC.feature_names()), SPEC, 0.5)
     smoke_test(good)
     assert good.predict_proba(smoke_row(SPEC)).shape == (2,)
+    assert good.by_position  # same names, same order: scored from the plain array
     wrong = LoadedModel("m", "2", None, _model([f"x{i}" for i in range(len(SPEC.feature_names()))]), SPEC, 0.5)
+    assert not wrong.by_position  # given a DataFrame, so that scikit-learn rejects the other names
     with pytest.raises(RegistryError, match="m' version 2: smoke test failed"):
         smoke_test(wrong)
