@@ -214,6 +214,7 @@ class LoopRun:
         self._t0 = time.monotonic()
         self._sim: Any = None
         self._history_published = 0
+        self._last_progress = 0.0
 
     def run(self) -> RunOutcome:
         from mlops.data.publish import publish
@@ -282,6 +283,12 @@ class LoopRun:
     def _stamp(self, line: str) -> str:
         return f"[{time.monotonic() - self._t0:4.0f}s] {line}"
 
+    def _progress_if_due(self) -> None:
+        """A progress line at most every PROGRESS_EVERY_S, for the waits that poll."""
+        if time.monotonic() - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = time.monotonic()
+            self.report(self._stamp(self._progress_line()))
+
     def _wait_lake(self, readings: int) -> None:
         from mlops.data.lake import lake_files
 
@@ -336,7 +343,6 @@ class LoopRun:
         last_id = self._newest_event_id()
         promoted: list[str] = []
         deadline = time.monotonic() + self.timeout_s
-        last_progress = 0.0
         while time.monotonic() < deadline:
             self.processes.check()
             if not streamer.is_alive():
@@ -347,9 +353,7 @@ class LoopRun:
             if promoted and self._predictions_carry(promoted[-1]):
                 self.report(self._stamp(f"scorer: predictions now carry version {promoted[-1]}"))
                 return promoted
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
-                last_progress = time.monotonic()
-                self.report(self._stamp(self._progress_line()))
+            self._progress_if_due()
             time.sleep(1.0)
         raise ServiceError(f"no drift-triggered promotion reached the scorer within {self.timeout_s:.0f}s "
                            f"(see `mlops loop history` and {self.settings.log_dir})")
@@ -359,7 +363,6 @@ class LoopRun:
         last_id = self._newest_event_id()
         windows_needed = max(1, self.live_readings // self.settings.policy.window_size - 1)
         deadline = time.monotonic() + self.timeout_s
-        last_progress = 0.0
         while time.monotonic() < deadline:
             self.processes.check()
             last_id, _events = self._show_loop_events(last_id)
@@ -367,9 +370,7 @@ class LoopRun:
             if not streamer.is_alive() and judged >= windows_needed:
                 self.report(self._stamp(f"stream ended; the monitor judged {judged} drift windows"))
                 return
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
-                last_progress = time.monotonic()
-                self.report(self._stamp(self._progress_line()))
+            self._progress_if_due()
             time.sleep(1.0)
         raise ServiceError(f"the monitor did not judge {windows_needed} drift windows within {self.timeout_s:.0f}s "
                            f"(see {self.settings.log_dir})")
@@ -390,15 +391,10 @@ class LoopRun:
         needed = self.after_promotion_windows
         self.report(self._stamp(f"stream: continuing until version {version} is judged on {needed} "
                                 f"performance windows"))
-        last_progress = time.monotonic()
-
         def judged() -> bool:
-            nonlocal last_progress
             if not streamer.is_alive():
                 raise ServiceError("the stream ended before the new champion was judged")
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
-                last_progress = time.monotonic()
-                self.report(self._stamp(self._progress_line()))
+            self._progress_if_due()
             return len(self._results("performance", version)) >= needed
 
         wait_for(judged, self.timeout_s, f"{needed} performance windows of version {version}",
