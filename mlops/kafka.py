@@ -29,8 +29,16 @@ def producer(settings: KafkaSettings, **extra: Any) -> Producer:
 
 
 def transactional_producer(settings: KafkaSettings, transactional_id: str, **extra: Any) -> Producer:
-    """A producer for exactly-once consume-transform-produce; call ``init_transactions`` before use."""
-    return producer(settings, **{"transactional.id": transactional_id, **extra})
+    """A producer for exactly-once consume-transform-produce; call ``init_transactions`` before use.
+
+    A short retry backoff: right after a commit the coordinator is still writing the transaction's
+    markers and answers the next transaction's first request (AddOffsetsToTxn, AddPartitionsToTxn)
+    with CONCURRENT_TRANSACTIONS, which the client retries after ``retry.backoff.ms``. At the
+    default 100 ms every micro-batch waited that long in ``send_offsets_to_transaction`` (measured:
+    p50 105 ms per call; 2 ms backoff: p50 5 ms), which set the scorer's latency and throughput.
+    """
+    return producer(settings, **{"transactional.id": transactional_id, "retry.backoff.ms": 2,
+                                 "retry.backoff.max.ms": 100, **extra})
 
 
 def consumer(settings: KafkaSettings, group_id: str, **extra: Any) -> Consumer:
