@@ -200,7 +200,7 @@ class ApiSettings(_Section):
 class ScorerSettings(_Section):
     batch_size: int = Field(2000, ge=1)
     """Most readings scored in one micro-batch (= one Kafka transaction)."""
-    poll_timeout_s: float = Field(0.02, gt=0)
+    poll_timeout_s: float = Field(0.01, gt=0)
     """Longest wait for a batch to fill; bounds the latency a quiet stream adds."""
     metrics_port: int = Field(9108, ge=0, le=65535)
     """Prometheus endpoint of `mlops score`; 0 disables it."""

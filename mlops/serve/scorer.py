@@ -19,6 +19,7 @@ process with the same transactional.id fenced us) stop the scorer with a clear e
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -215,6 +216,11 @@ class Scorer:
         self.model = model
         self.summary.model_version = model.version
         self.metrics.set_model(model.name, model.version, model.run_id)
+        # Everything alive now (the imported libraries, the model) lives as long as the process:
+        # take it out of the garbage collector's view. Otherwise each full collection walks those
+        # ~250,000 objects and stops the loop for 220-235 ms (measured twice in 12 s at 2,000
+        # readings/s), which alone put the p99 latency over 300 ms.
+        gc.freeze()
 
     def _swap(self, model: LoadedModel) -> None:
         old = self.model
