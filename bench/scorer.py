@@ -67,13 +67,13 @@ def bare_consumer(settings: Settings, count: int, decode: bool = False) -> float
 
 
 def scorer_rate(settings: Settings, count: int, batch_size: int | None = None) -> float:
-    """Readings per second of the scorer, from its first committed batch to its last."""
-    marks: list[float] = []
+    """Readings per second of the scorer, from its first committed batch to its last (its start-up
+    and shut-down, e.g. leaving the consumer group, are not counted)."""
+    marks: list[tuple[float, int]] = []  # (time, readings handled so far) after each committed batch
     scorer = Scorer(settings, group_id=unique("bench-score"), batch_size=batch_size)
-    scorer.run(max_events=count, on_batch=lambda s: marks.append(time.perf_counter()) if not marks else None)
-    elapsed = time.perf_counter() - marks[0]
-    first_batch = scorer.summary.processed / max(scorer.summary.batches, 1)
-    return (count - first_batch) / elapsed
+    scorer.run(max_events=count, on_batch=lambda s: marks.append((time.perf_counter(), s.processed)))
+    (first_at, first_count), (last_at, last_count) = marks[0], marks[-1]
+    return (last_count - first_count) / (last_at - first_at)
 
 
 def latency(settings: Settings, rate: float, seconds: float, warmup_s: float = 2.0) -> tuple[float, float, int]:
