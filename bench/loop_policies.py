@@ -52,7 +52,8 @@ Report = Callable[[str], None]
 
 
 class TreeCpu:
-    """CPU seconds of this process and its descendants (Spark's JVM, its Python workers) while in the block.
+    """CPU seconds of this process and its descendants (Spark's JVM, its Python workers) while in the block,
+    and the highest resident memory of this process seen meanwhile (``peak_rss``, bytes).
 
     Spark's Python workers may exit without their parent collecting their CPU time, so the tree is
     sampled every ``interval_s`` and each process counts with the last CPU time seen for it.
@@ -61,14 +62,15 @@ class TreeCpu:
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
         self.seconds = 0.0
+        self.peak_rss = 0
         self._start: dict[tuple[int, float], float] = {}
         self._last: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
-    @staticmethod
-    def _sample() -> dict[tuple[int, float], float]:
+    def _sample(self) -> dict[tuple[int, float], float]:
         me = psutil.Process()
+        self.peak_rss = max(self.peak_rss, me.memory_info().rss)
         seen = {}
         for process in [me, *me.children(recursive=True)]:
             try:
@@ -116,6 +118,10 @@ class Training:
     until: datetime
     wall_s: float
     cpu_s: float
+    peak_rss_gb: float = 0.0
+    """Highest resident memory of the benchmark process during the training job."""
+    rss_after_gb: float = 0.0
+    """Its resident memory once the job and the model's load are done."""
     version: str | None = None
     val_metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -127,6 +133,7 @@ class Training:
         return {"policy": self.policy, "trigger": self.trigger, "reason": self.reason,
                 "started": self.started.isoformat(), "since": self.since.isoformat(),
                 "until": self.until.isoformat(), "wall_s": round(self.wall_s, 2), "cpu_s": round(self.cpu_s, 2),
+                "peak_rss_gb": round(self.peak_rss_gb, 2), "rss_after_gb": round(self.rss_after_gb, 2),
                 "version": self.version, "val_metrics": self.val_metrics, "error": self.error,
                 "gate": self.gate.summary() if self.gate else None,
                 "decided": self.decided.isoformat() if self.decided else None, "promoted": self.promoted}
@@ -159,14 +166,19 @@ class Trainer:
             raise SystemExit(f"Spark's JVM is gone (killed, out of memory?) during a {policy} training: the "
                              "policies would be compared on failures of the machine, not their own; run again")
         training = Training(policy, trigger, reason, clock, since, until, time.perf_counter() - wall, cpu.seconds,
-                            error=error)
+                            peak_rss_gb=cpu.peak_rss / 1e9, error=error)
         if result is None:
-            self.report(f"  [{policy}] training on {since:%d %H:%M}..{until:%d %H:%M} failed: {error}")
+            training.rss_after_gb = psutil.Process().memory_info().rss / 1e9
+            self.report(f"  [{policy}] training on {since:%d %H:%M}..{until:%d %H:%M} failed: {error} "
+                        f"(rss peak {training.peak_rss_gb:.1f}GB)")
             return training, None
         training.version, training.val_metrics = result.version, dict(result.metrics)
+        model = self.model(result.version)
+        training.rss_after_gb = psutil.Process().memory_info().rss / 1e9
         self.report(f"  [{policy}] trained v{result.version} on {since:%d %H:%M}..{until:%d %H:%M} in "
-                    f"{training.wall_s:.0f}s wall / {training.cpu_s:.0f}s CPU (val f1 {result.metrics['f1']:.3f})")
-        return training, self.model(result.version)
+                    f"{training.wall_s:.0f}s wall / {training.cpu_s:.0f}s CPU (val f1 {result.metrics['f1']:.3f}; "
+                    f"rss peak {training.peak_rss_gb:.1f}GB, after {training.rss_after_gb:.1f}GB)")
+        return training, model
 
     def model(self, version: str) -> LoadedModel:
         if version not in self._models:

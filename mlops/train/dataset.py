@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from mlops.config import Settings
@@ -171,6 +172,42 @@ def build_training_set(settings: Settings, spark: SparkSession, since: datetime,
     )
 
 
+JOIN_ROWS_PER_CALL = 2_000_000
+"""Most intermediate rows one point-in-time join call may build (a few hundred bytes each).
+
+Feast's file offline store (Dask) first merges every entity row with every feature row of the
+same device and only then keeps the newest one at or before the row's time: a call costs
+(entity rows x feature rows) per device, quadratic in the window. 1,200 rows per device of a
+20-device fleet peaked at 13 GB in one call; a 7-day window of one reading per minute (10k rows
+per device) would need about 900 GB (extrapolated). The entity rows are therefore joined in
+chunks of consecutive event time, each bounded to this many merged rows (about 1 GB); the joined
+rows are the same, only fewer are held at once. The join's time stays quadratic.
+"""
+
+
+def _join_chunks(entity_rows: pd.DataFrame, feature_devices: pd.Series) -> list[np.ndarray]:
+    """Positions of ``entity_rows`` per point-in-time join call, in event-time order, each call merging
+    at most :data:`JOIN_ROWS_PER_CALL` rows (an entity row costs its device's feature rows). Rows of
+    one event time stay in one call."""
+    per_device = feature_devices.astype(str).value_counts()
+    devices = entity_rows[feast_repo.JOIN_KEY].astype(str)
+    cost = devices.map(per_device).fillna(0).to_numpy(dtype=np.int64)
+    if cost.sum() <= JOIN_ROWS_PER_CALL:
+        return [np.arange(len(entity_rows))]
+    times = pd.to_datetime(entity_rows[feast_repo.TIMESTAMP], utc=True).to_numpy()
+    order = np.argsort(times, kind="stable")
+    chunks: list[np.ndarray] = []
+    start, total = 0, 0
+    for i, position in enumerate(order):
+        # Cut before a row that would overflow the call, unless it shares its time with the previous one.
+        if total + cost[position] > JOIN_ROWS_PER_CALL and i > start and times[position] != times[order[i - 1]]:
+            chunks.append(order[start:i])
+            start, total = i, 0
+        total += cost[position]
+    chunks.append(order[start:])
+    return chunks
+
+
 def _point_in_time(settings: Settings, features: pd.DataFrame, labelled: pd.DataFrame,
                    spec: FeatureSpec) -> pd.DataFrame:
     """Join the labelled readings with the Spark-computed features through Feast, point in time.
@@ -186,7 +223,10 @@ def _point_in_time(settings: Settings, features: pd.DataFrame, labelled: pd.Data
         "cycle": labelled["cycle"].to_numpy(),
         LABEL: labelled[LABEL].to_numpy(),
     })
-    joined = historical_features(settings, entity_rows, spec).rename(columns={feast_repo.TIMESTAMP: "event_time"})
+    chunks = [historical_features(settings, entity_rows.iloc[rows], spec)
+              for rows in _join_chunks(entity_rows, features["device_id"])]
+    joined = (chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)).rename(
+        columns={feast_repo.TIMESTAMP: "event_time"})
     unmatched = int(joined[spec.feature_names()].isna().any(axis=1).sum())
     if unmatched:
         raise TrainingError(f"{unmatched} labelled reading(s) found no feature row at or before their time in Feast")
