@@ -25,7 +25,8 @@ from mlops.config import Settings, config_dir
 from mlops.data.replay import load_mapping, replay_events
 from mlops.data.schemas import Label, Reading
 
-DATA = Path("/work/shared/data/cmapss/train_FD001.txt")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmapss" / "train_FD001.txt"
+"""FD001 in the shared data folder beside the repository."""
 RECALIBRATION = {"s_2": 0.6, "s_3": 7.0, "s_4": 12.0}
 """Offsets from the onset on: about half of the mean shift between a healthy engine (RUL > 100)
 and a failing one (RUL < 10) in FD001's training data."""
