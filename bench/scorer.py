@@ -116,11 +116,7 @@ def latency(settings: Settings, rate: float, seconds: float, warmup_s: float = 2
             producer.poll(0)
             out.poll(0.001)
         producer.flush(30)
-        deadline = time.monotonic() + 60
-        while len(out.records) < len(readings):
-            if time.monotonic() > deadline or scorer.poll() is not None:
-                raise SystemExit(f"only {len(out.records)} of {len(readings)} predictions arrived")
-            out.poll(0.001)
+        out.wait_for(len(readings), timeout_s=60, alive=lambda: scorer.poll() is None, poll_s=0.001)
     finally:
         gc.enable()
         scorer.send_signal(signal.SIGTERM)
@@ -198,6 +194,7 @@ def main() -> None:
     print(f"latency at {args.rate:,.0f} readings/s ({runs[0][2]:,} readings per run after a {args.warmup:g}s "
           f"warm-up, `mlops score` process, median of {len(runs)}): p50 {p50:.1f} ms  p99 {p99:.1f} ms   "
           f"(target p99 < 100 ms)")
+
 
 if __name__ == "__main__":
     main()

@@ -159,12 +159,15 @@ class CommittedReader:
                 self.received_at.append(time.time())
         return len(self.records)
 
-    def wait_for(self, count: int, timeout_s: float, alive: Any = None) -> int:
-        """Poll until ``count`` records arrived; fail with what was seen after ``timeout_s``."""
+    def wait_for(self, count: int, timeout_s: float, alive: Any = None, poll_s: float = 0.2) -> int:
+        """Poll until ``count`` records arrived; fail with what was seen after ``timeout_s``.
+
+        ``poll_s`` is each poll's timeout: arrivals are stamped when a poll returns, so a caller that
+        measures latency polls briefly."""
         import time
 
         deadline = time.monotonic() + timeout_s
-        while self.poll() < count:
+        while self.poll(poll_s) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"only {len(self.records)} of {count} records after {timeout_s}s")
             if alive is not None and not alive():
