@@ -174,5 +174,25 @@ class CommittedReader:
                 raise AssertionError(f"scorer exited with {len(self.records)} of {count} records")
         return len(self.records)
 
+    def drain(self, timeout_s: float = 60.0) -> int:
+        """Read until every partition's position reaches its high watermark: all that is committed now.
+
+        Call once the writers have stopped; a count taken then cannot grow."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        assignment = self._consumer.assignment()
+        while True:
+            self.poll(0.2)
+            behind = []
+            for tp in self._consumer.position(assignment):
+                _low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+                if high > 0 and tp.offset < high:
+                    behind.append((tp.partition, tp.offset, high))
+            if not behind:
+                return len(self.records)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"partitions still behind their high watermark: {behind}")
+
     def close(self) -> None:
         self._consumer.close()

@@ -2,8 +2,8 @@
 
 One loop, one thread (plus the model watcher's):
 
-    consume up to batch_size readings (rebalance callbacks run only here)
-    -> swap in a newly promoted model if the watcher has one ready
+    swap in a newly promoted model if the watcher has one ready (no fetched record in hand)
+    -> consume up to batch_size readings (rebalance callbacks run only here)
     -> validate; invalid readings become dead letters
     -> per-device windows -> features (shared kernel) -> one vectorised predict_proba
     -> one Kafka transaction: predictions + dead letters + the consumed offsets
@@ -91,6 +91,8 @@ class Scorer:
         self.model: LoadedModel | None = None
         self.state: PartitionedWindows | None = None
         self._assigned: set[Partition] = set()
+        self._scored_until: dict[Partition, int] = {}
+        """Per owned partition, the offset after the last record this process committed a prediction for."""
         self._dead = DeadLetters(settings, consumer_name=f"scorer:{group_id}:{instance_id}", now=now)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -120,10 +122,13 @@ class Scorer:
             while not stop.is_set() and (max_events is None or self.summary.processed < max_events):
                 limit = self.batch_size if max_events is None else min(self.batch_size,
                                                                        max_events - self.summary.processed)
-                messages = self._consumer.consume(limit, self.settings.scorer.poll_timeout_s)
+                # Swap only with no fetched record in hand: a swap that rebuilds the windows rewinds
+                # the consumer, and records fetched before that seek would end the replay early,
+                # so the rewound (already committed) records would be scored a second time.
                 swapped = watcher.take()
                 if swapped is not None:
                     self._swap(swapped)
+                messages = self._consumer.consume(limit, self.settings.scorer.poll_timeout_s)
                 batch = self._triage(messages)
                 if batch:
                     self._score(batch)
@@ -181,6 +186,8 @@ class Scorer:
         assert self.state is not None
         self.state.drop(revoked)
         self._assigned -= set(revoked)
+        for key in revoked:
+            self._scored_until.pop(key, None)
         log.info("partitions revoked", topic=self.topics.readings,
                  partitions=",".join(str(p) for _t, p in revoked))
 
@@ -193,6 +200,9 @@ class Scorer:
         positions = []
         for tp in committed:
             key = (tp.topic, tp.partition)
+            # What this process committed itself is authoritative too: a replay must never end
+            # below a record it has already scored, even if the broker's answer lags the commit.
+            tp.offset = max(tp.offset, self._scored_until.get(key, -1))
             if tp.offset < 0:  # nothing committed yet: everything is new
                 self.state.drop([key])
                 positions.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
@@ -301,6 +311,7 @@ class Scorer:
             offsets[key] = max(offsets.get(key, 0), (message.offset() or 0) + 1)
         if not self._transact(readings, payloads, dead, offsets):
             return
+        self._scored_until.update(offsets)
         elapsed = time.perf_counter() - started
         self.summary.batches += 1
         self.summary.scored += len(readings)
