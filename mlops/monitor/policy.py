@@ -1,7 +1,9 @@
 """When to retrain: a small, explicit policy over the monitor's window results.
 
-A window is *bad* when its drift share reaches ``drift_threshold`` or its realised primary metric
-fell by at least ``performance_drop`` below the champion's validation value. Retraining is
+A drift window is *bad* when the monitor's detector says it drifted (``drifted``), or, for a
+result without that verdict, when its drift share reaches ``drift_threshold``; a performance
+window is bad when its realised primary metric fell by at least ``performance_drop`` below the
+champion's validation value. Retraining is
 triggered after ``consecutive_windows`` bad windows in a row, unless
 
 - a retraining is already running,
@@ -31,14 +33,20 @@ class WindowSignal:
     window_id: str
     drift_share: float | None = None
     """Share of features whose distribution drifted (0..1); None when not computed."""
+    drifted: bool | None = None
+    """The monitor's calibrated drift verdict; when set it decides, not ``drift_share``."""
     metric: float | None = None
     """Realised primary metric on the window's labelled predictions; None when not yet known."""
     baseline_metric: float | None = None
     """The champion's validation value of the primary metric, for the performance-drop test."""
+    kind: str | None = None
+    """"drift" or "performance"; None: drift when a drift statistic is set."""
 
     @property
     def stream(self) -> str:
-        return "drift" if self.drift_share is not None else "performance"
+        if self.kind is not None:
+            return self.kind
+        return "drift" if self.drift_share is not None or self.drifted is not None else "performance"
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,9 @@ class RetrainPolicy:
     def why_bad(self, signal: WindowSignal) -> str | None:
         """The reason a window counts as bad, or None if it is fine."""
         s = self.settings
+        share = "-" if signal.drift_share is None else f"{signal.drift_share:.2f}"
+        if signal.drifted is not None:
+            return f"drift detected (drift share {share})" if signal.drifted else None
         if signal.drift_share is not None and signal.drift_share >= s.drift_threshold:
             return f"drift share {signal.drift_share:.2f} >= {s.drift_threshold:.2f}"
         if signal.metric is not None and signal.baseline_metric is not None:
@@ -89,16 +100,31 @@ class RetrainPolicy:
                             signal.window_id, len(streak))
         if self.running:
             return Decision(False, f"{bad}; a retraining is already running", signal.window_id, len(streak))
-        self._forget_before(now - timedelta(days=1))
-        if self.started and (now - self.started[-1]).total_seconds() < s.cooldown_s:
-            remaining = s.cooldown_s - (now - self.started[-1]).total_seconds()
-            return Decision(False, f"{bad}; cooling down for another {remaining:.0f}s", signal.window_id,
-                            len(streak))
-        if len(self.started) >= s.max_retrains_per_day:
-            return Decision(False, f"{bad}; daily cap of {s.max_retrains_per_day} retrainings reached",
-                            signal.window_id, len(streak))
+        blocked = self.blocked(now)
+        if blocked is not None:
+            return Decision(False, f"{bad}; {blocked}", signal.window_id, len(streak))
         return Decision(True, f"{bad} in {len(streak)} consecutive {signal.stream} windows ({', '.join(streak)})",
                         signal.window_id, len(streak))
+
+    def cooldown_left(self, now: datetime) -> float:
+        """Seconds until the cooldown after the last retraining's start is over (0: none)."""
+        if not self.started:
+            return 0.0
+        return max(0.0, self.settings.cooldown_s - (now - self.started[-1]).total_seconds())
+
+    def at_daily_cap(self, now: datetime) -> bool:
+        """True when ``max_retrains_per_day`` retrainings started in the 24 hours before ``now``."""
+        self._forget_before(now - timedelta(days=1))
+        return len(self.started) >= self.settings.max_retrains_per_day
+
+    def blocked(self, now: datetime) -> str | None:
+        """Why a retraining may not start at ``now`` (cooldown, daily cap), or None."""
+        remaining = self.cooldown_left(now)
+        if remaining > 0:
+            return f"cooling down for another {remaining:.0f}s"
+        if self.at_daily_cap(now):
+            return f"daily cap of {self.settings.max_retrains_per_day} retrainings reached"
+        return None
 
     def retraining_started(self, now: datetime) -> None:
         self.running = True
