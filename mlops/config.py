@@ -5,6 +5,11 @@ otherwise) and then overridden by environment variables named after the key path
 ``MLOPS_KAFKA__BOOTSTRAP_SERVERS`` overrides ``kafka.bootstrap_servers``. Every section forbids
 unknown keys, so a typo fails at start with a message naming the key and where it came from.
 
+Values are typed and checked here, when the settings load, not where they are used: durations
+(``"7d"``, ``"6h"``) become :class:`~datetime.timedelta`, cron expressions are parsed by APScheduler,
+model families and metric names are checked against the ones training and the monitor compute.
+A bad value fails at start, not hours later in the retraining thread after a drift alarm.
+
 Paths that are not set explicitly live under ``paths.data_dir`` (default ``./.mlops``), so one
 directory holds the broker's log, the MLflow store, the lake and the project's database.
 """
@@ -12,19 +17,81 @@ directory holds the broker's log, the MLflow store, the lake and the project's d
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlops.errors import ConfigError
+from mlops.train.names import FAMILIES, METRIC_NAMES, REALISED_METRIC_NAMES
 
 ENV_PREFIX = "MLOPS_"
 ENV_DELIMITER = "__"
 DEFAULT_PROFILE = "local"
+DEVELOPMENT_API_KEY = "change-me"
+"""The API key the shipped profiles carry; only the local profile may serve with it."""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}  # written back without weeks: 7d, not 1w
+
+
+def parse_duration(value: str | timedelta) -> timedelta:
+    """``"7d"``, ``"12h"``, ``"90m"``, ``"30s"``, ``"2w"`` (or a timedelta) as a positive timedelta.
+
+    Raises ValueError saying what was expected; settings turn it into a ConfigError naming the key.
+    """
+    if isinstance(value, timedelta):
+        duration = value
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if not match:
+            raise ValueError(f"{value!r} is not a duration: expected a number and a unit s, m, h, d or w (e.g. 7d)")
+        duration = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    if duration <= timedelta(0):
+        raise ValueError(f"{value!r} is not a positive duration")
+    return duration
+
+
+def format_duration(duration: timedelta) -> str:
+    """The inverse of :func:`parse_duration` in the largest whole unit: ``timedelta(days=7)`` -> ``"7d"``."""
+    seconds = duration.total_seconds()
+    for unit, size in _UNIT_SECONDS.items():
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration),
+                     PlainSerializer(format_duration, return_type=str, when_used="json")]
+"""A duration setting: written ``7d`` in files and variables, a timedelta in code, ``7d`` again in JSON dumps."""
+
+
+def _cron(value: str | None) -> str | None:
+    if value is None:
+        return None
+    # Imported here: only a profile that schedules retraining pays for APScheduler's import.
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday, "
+                         f"e.g. '0 3 * * *'): {err}") from err
+    return value
+
+
+def _known(names: tuple[str, ...], what: str) -> Any:
+    def check(value: str) -> str:
+        if value not in names:
+            raise ValueError(f"unknown {what} {value!r} (known: {', '.join(names)})")
+        return value
+    return BeforeValidator(check)
 
 
 class _Section(BaseModel):
@@ -159,15 +226,18 @@ class PolicySettings(_Section):
     consecutive_windows: int = Field(2, ge=1)
     cooldown_s: float = Field(300.0, ge=0)
     max_retrains_per_day: int = Field(6, ge=0)
-    primary_metric: str = "f1"
+    primary_metric: Annotated[str, _known(REALISED_METRIC_NAMES, "metric")] = "f1"
+    """Decides the gate and the choice among candidates, and its realised value on live labels judges decay,
+    so it must be one the evaluation and the monitor both compute."""
     promotion_margin: float = Field(0.01, ge=0)
-    guard_metrics: list[str] = ["roc_auc"]
+    guard_metrics: list[Annotated[str, _known(METRIC_NAMES, "metric")]] = ["roc_auc"]
+    """Metrics of the evaluation gate on which the challenger may not be much worse than the champion."""
     guard_tolerance: float = Field(0.02, ge=0)
-    retrain_window: str = "7d"
+    retrain_window: Duration = timedelta(days=7)
     """Longest event-time window a drift retraining trains on (ending at the monitor's clock)."""
-    retrain_min_window: str = "3h"
+    retrain_min_window: Duration = timedelta(hours=3)
     """Event time of drifted data the loop waits for before it retrains (drift start + this)."""
-    drift_training_context: str | None = None
+    drift_training_context: Duration | None = None
     """Event time before the drift's start that a drift retraining also trains on (within
     ``retrain_window``). None: drifted data only, for a new concept the old data contradicts; a
     duration when the old regime's failures still teach (a recalibrated sensor, a shifted operating point)."""
@@ -179,8 +249,8 @@ class PolicySettings(_Section):
     evaluation_timeout_s: float = Field(600.0, gt=0)
     probation_windows: int = Field(6, ge=0)
     """Performance windows after a loop promotion in which a worse new champion is rolled back."""
-    schedule_cron: str | None = None
-    """Cron expression for scheduled retraining; None disables it."""
+    schedule_cron: Annotated[str | None, BeforeValidator(_cron)] = None
+    """Cron expression for scheduled retraining (UTC); None disables it."""
     window_mode: Literal["count", "time"] = "count"
     """Monitor windows: ``count`` closes every ``window_size`` predictions, ``time`` every ``window_seconds``."""
     window_seconds: float = Field(3600.0, gt=0)
@@ -193,7 +263,8 @@ class PolicySettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    api_key: str = "change-me"
+    api_key: str = DEVELOPMENT_API_KEY
+    """Sent by clients in the X-API-Key header; profiles other than ``local`` refuse to serve with the default."""
     max_batch: int = Field(1000, ge=1)
 
 
@@ -229,16 +300,30 @@ class LakeSettings(_Section):
 
 
 SearchValue = float | int | str | bool | None
+SearchSpace = dict[str, dict[str, list[SearchValue]]]
 
 
 class TrainSettings(_Section):
-    search_space: dict[str, dict[str, list[SearchValue]]] = {
+    search_space: SearchSpace = {
         "hist_gradient_boosting": {"learning_rate": [0.05, 0.1, 0.2], "max_depth": [3, 5, None],
                                    "max_iter": [100, 200], "l2_regularization": [0.0, 1.0]},
         "random_forest": {"n_estimators": [100, 200], "max_depth": [6, 10, None], "min_samples_leaf": [1, 5]},
         "logistic_regression": {"C": [0.01, 0.1, 1.0, 10.0]},
     }
     """Model family -> parameter -> the values to try; candidates are drawn from this grid."""
+
+    @field_validator("search_space")
+    @classmethod
+    def _families_and_values(cls, space: SearchSpace) -> SearchSpace:
+        if not space:
+            raise ValueError("is empty: configure at least one model family")
+        for family, params in space.items():
+            if family not in FAMILIES:
+                raise ValueError(f"unknown model family {family!r} (known: {', '.join(FAMILIES)})")
+            for name, values in params.items():
+                if not values:
+                    raise ValueError(f"{family}.{name}: no values to try")
+        return space
     candidates: int = Field(8, ge=1)
     """K: parameter sets drawn (deterministically from ``seed``) and trained in parallel Spark tasks."""
     seed: int = 42
@@ -251,7 +336,7 @@ class TrainSettings(_Section):
     calibration_folds: int = Field(3, ge=2)
     reference_rows: int = Field(2000, ge=10)
     """Training rows stored with the model as the drift monitor's reference data."""
-    window: str = "7d"
+    window: Duration = timedelta(days=7)
     """Training window when the command gives neither --window nor --since/--until."""
 
 
@@ -446,17 +531,40 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _describe(err: PydanticValidationError, path: Path, data: dict[str, Any]) -> str:
     lines = []
     for problem in err.errors():
-        loc = tuple(problem["loc"])
+        loc = _key_path(tuple(problem["loc"]))
         key = ".".join(str(part) for part in loc)
-        variable = _env_variable_for(loc)
-        if variable in os.environ:
+        # The variable may set the key or a section above it (MLOPS_POLICY='{"...": ...}').
+        variables = [_env_variable_for(loc[:end]) for end in range(len(loc), 0, -1)]
+        variable = next((name for name in variables if name in os.environ), None)
+        if variable is not None:
             source = f"environment variable {variable}"
         elif _lookup(data, loc) is not _MISSING or problem["type"] == "extra_forbidden":
             source = str(path)
         else:
             source = f"{path} or environment"
-        lines.append(f"{source}: key '{key}': {problem['msg']}")
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: key '{key}': {message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _key_path(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    # Pydantic adds the validator's branch to the location of a union member
+    # (``policy.drift_training_context.function-before[...]``); the key ends before it.
+    return tuple(part for part in loc if not (isinstance(part, str) and "[" in part))
+
+
+def require_api_key(settings: Settings) -> None:
+    """Refuse to serve the API with the development key outside the ``local`` profile.
+
+    Raises :class:`ConfigError` naming the key and where the key came from.
+    """
+    if settings.profile == DEFAULT_PROFILE or settings.api.api_key != DEVELOPMENT_API_KEY:
+        return
+    variable = _env_variable_for(("api", "api_key"))
+    source = (f"environment variable {variable}" if variable in os.environ
+              else str(config_dir() / f"{settings.profile}.yaml"))
+    raise ConfigError(f"{source}: key 'api.api_key': the development key {DEVELOPMENT_API_KEY!r} is refused in profile "
+                      f"{settings.profile!r}: set {variable} to a secret of your own")
 
 
 _MISSING = object()
@@ -464,7 +572,9 @@ _MISSING = object()
 
 def _lookup(data: Any, loc: tuple[str | int, ...]) -> Any:
     for part in loc:
-        if not isinstance(data, dict) or part not in data:
+        found = ((isinstance(data, list) and isinstance(part, int) and part < len(data))
+                 or (isinstance(data, dict) and part in data))
+        if not found:
             return _MISSING
         data = data[part]
     return data

@@ -41,7 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlops.config import Settings
+from mlops.config import Settings, require_api_key
 from mlops.data.schemas import MAX_EVENT_BYTES, Reading
 from mlops.errors import MlopsError, PolicyError
 from mlops.features.feast_repo import OnlineReader
@@ -449,8 +449,10 @@ def _change(keeper: ModelKeeper, action: Any, request: Request) -> dict[str, Any
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Run the API with uvicorn until interrupted."""
+    """Run the API with uvicorn until interrupted (never with the development key outside ``local``)."""
     import uvicorn
+
+    require_api_key(settings)
 
     # One worker process (more processes: run more APIs behind a balancer); uvloop and httptools
     # when installed (they are dependencies), no access log: each costs per request.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mlops import config
 from mlops.config import Settings
 from mlops.errors import MlopsError, TrainingError
 from mlops.log import get_logger
@@ -44,8 +44,6 @@ log = get_logger(__name__)
 
 Trigger = Literal["manual", "schedule", "drift"]
 TRIGGERS = ("manual", "schedule", "drift")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _SECRET_KEYS = ("key", "password", "secret", "token", "connection_string")
 
 
@@ -53,7 +51,7 @@ _SECRET_KEYS = ("key", "password", "secret", "token", "connection_string")
 class TrainRequest:
     """What to train on and why. ``since``/``until`` win over ``window`` (which ends at ``until`` or now)."""
 
-    window: str | None = None
+    window: str | timedelta | None = None
     since: datetime | None = None
     until: datetime | None = None
     trigger: Trigger = "manual"
@@ -80,15 +78,17 @@ class TrainResult:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``"7d"``, ``"12h"``, ``"90m"``, ``"30s"``, ``"2w"`` as a timedelta."""
-    match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise TrainingError(f"window {text!r}: expected a positive number and a unit s, m, h, d or w (e.g. 7d)")
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+def parse_duration(value: str | timedelta) -> timedelta:
+    """A window given as ``"7d"``, ``"12h"``, ``"90m"``, ``"30s"``, ``"2w"`` or already as a timedelta
+    (settings hold durations typed: :data:`mlops.config.Duration`)."""
+    try:
+        return config.parse_duration(value)
+    except ValueError as err:
+        raise TrainingError(f"window: {err}") from err
 
 
-def resolve_window(request: TrainRequest, default_window: str, now: datetime) -> tuple[datetime, datetime]:
+def resolve_window(request: TrainRequest, default_window: str | timedelta,
+                   now: datetime) -> tuple[datetime, datetime]:
     """The event-time window ``[since, until)`` of a request, in UTC."""
     def utc(value: datetime) -> datetime:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -40,10 +40,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlops.errors import TrainingError
-
-FAMILIES = ("hist_gradient_boosting", "random_forest", "logistic_regression")
-METRIC_NAMES = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
-"""Logged as ``val_<name>``: the same names on every run so the MLflow UI compares them."""
+from mlops.train.names import FAMILIES
+from mlops.train.names import METRIC_NAMES as METRIC_NAMES  # re-exported: the gate and the job use it
 
 
 def _classifier(family: str, params: dict[str, Any], seed: int) -> ClassifierMixin:
