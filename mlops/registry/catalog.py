@@ -2,6 +2,12 @@
 
     for info in list_versions(settings):
         print(info.version, info.aliases, info.metrics.get("val_f1"), info.trigger)
+
+    require_reachable(settings)      # RegistryUnavailableError at once if the server does not answer
+
+A registry that does not answer (connection refused, timeout, 5xx after MLflow's retries) raises
+:class:`RegistryUnavailableError`, never :class:`VersionNotFoundError`: "the server is down" and
+"there is no such version" call for different actions.
 """
 
 from __future__ import annotations
@@ -14,10 +20,63 @@ from mlops.config import Settings
 from mlops.errors import RegistryError
 
 KEY_METRICS = ("val_f1", "val_roc_auc", "val_pr_auc", "val_precision", "val_recall", "val_accuracy")
+PROBE_TIMEOUT_S = 5.0
+"""How long :func:`require_reachable` waits for the server's health check."""
 
 
 class VersionNotFoundError(RegistryError):
     """The registered model or the version asked for does not exist."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry server did not answer; the message names its URL and what to do."""
+
+
+def unreachable(err: BaseException) -> bool:
+    """True if ``err`` (or what it was raised from) is a failure to talk to the server, not its answer.
+
+    MLflow wraps transport errors in a plain MlflowException whose ``__context__`` is the
+    ``requests`` error, so the chain is walked rather than the outer type tested.
+    """
+    import requests
+
+    transport = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                 requests.exceptions.RetryError, ConnectionError, TimeoutError)
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, transport):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def unavailable(settings: Settings, doing: str, err: BaseException | str) -> RegistryUnavailableError:
+    """The error for a registry that did not answer while ``doing`` something."""
+    return RegistryUnavailableError(
+        f"MLflow registry at {settings.mlflow.tracking_uri} is not reachable ({doing}): {err}. "
+        "Start it (`mlops services up`) or point mlflow.tracking_uri at a running server, then try again")
+
+
+def require_reachable(settings: Settings, doing: str = "health check", timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise :class:`RegistryUnavailableError` unless the tracking server answers its health check.
+
+    A client call to a stopped server is retried by MLflow for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    default 7 with exponential backoff); this probe fails within ``timeout_s`` instead. Non-HTTP
+    tracking URIs (a local store) have no server to probe.
+    """
+    import httpx
+
+    uri = settings.mlflow.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        answer = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
+    except httpx.HTTPError as err:
+        raise unavailable(settings, doing, f"{type(err).__name__}: {err}") from err
+    if answer.status_code != 200:
+        raise unavailable(settings, doing, f"/health answered HTTP {answer.status_code}")
 
 
 def registry_client(settings: Settings) -> Any:
@@ -34,7 +93,9 @@ def aliases(settings: Settings, client: Any = None) -> dict[str, str]:
     client = client or registry_client(settings)
     try:
         model = client.get_registered_model(name)
-    except Exception as err:  # MlflowException (not found) and connection errors alike
+    except Exception as err:
+        if unreachable(err):
+            raise unavailable(settings, f"reading the aliases of model {name!r}", err) from err
         raise VersionNotFoundError(f"model {name!r}: not in the registry at {settings.mlflow.tracking_uri}: "
                                    f"{err}") from err
     return {alias: str(version) for alias, version in dict(model.aliases or {}).items()}
@@ -47,6 +108,8 @@ def model_version(settings: Settings, version: str, client: Any = None) -> Any:
     try:
         return client.get_model_version(name, str(version))
     except Exception as err:
+        if unreachable(err):
+            raise unavailable(settings, f"reading model {name!r} version {version}", err) from err
         raise VersionNotFoundError(f"model {name!r} version {version}: not in the registry at "
                                    f"{settings.mlflow.tracking_uri}: {err}") from err
 
@@ -112,6 +175,8 @@ def list_versions(settings: Settings, client: Any = None) -> list[VersionInfo]:
     try:
         versions = list(client.search_model_versions(f"name = '{name}'", max_results=1000))
     except Exception as err:
+        if unreachable(err):
+            raise unavailable(settings, f"listing the versions of model {name!r}", err) from err
         raise RegistryError(f"model {name!r}: cannot list versions at {settings.mlflow.tracking_uri}: {err}") from err
     versions.sort(key=lambda meta: int(meta.version), reverse=True)
     return [_info(meta, alias_map, run_metrics(client, meta.run_id)) for meta in versions]

@@ -4,7 +4,9 @@ A registered version is usable only if it carries the contract's tags (``feature
 ``decision_threshold``; see docs/contracts.md) and passes a smoke test: ``predict_proba`` on a
 synthetic feature row returns one finite probability per row. Anything else raises
 :class:`~mlops.errors.RegistryError` naming the model, version and what is wrong, so a caller
-that already serves a model keeps serving it.
+that already serves a model keeps serving it. A registry that does not answer raises the
+subclass :class:`~mlops.registry.catalog.RegistryUnavailableError`: that version is not broken
+and is worth trying again when the server is back.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mlops.config import Settings
 from mlops.errors import RegistryError
 from mlops.features.compute import FeatureSpec
 from mlops.log import get_logger
+from mlops.registry.catalog import unavailable, unreachable
 
 log = get_logger(__name__)
 
@@ -93,7 +96,9 @@ def resolve_alias(settings: Settings, alias: str = CHAMPION, name: str | None = 
     name = name or settings.mlflow.registered_model
     try:
         return str(_client(settings).get_model_version_by_alias(name, alias).version)
-    except Exception as err:  # MlflowException and connection errors alike: the registry did not answer
+    except Exception as err:
+        if unreachable(err):
+            raise unavailable(settings, f"resolving alias {alias!r} of model {name!r}", err) from err
         raise RegistryError(
             f"model {name!r}: cannot resolve alias {alias!r} at {settings.mlflow.tracking_uri}: {err} "
             f"(train and promote a model first: `mlops train`, `mlops promote`)"
@@ -110,11 +115,15 @@ def load_version(settings: Settings, version: str, name: str | None = None) -> L
     try:
         meta = client.get_model_version(name, version)
     except Exception as err:
+        if unreachable(err):
+            raise unavailable(settings, f"reading {where}", err) from err
         raise RegistryError(f"{where}: not found in the registry: {err}") from err
     spec, threshold = _contract_tags(where, dict(meta.tags or {}))
     try:
         model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     except Exception as err:
+        if unreachable(err):
+            raise unavailable(settings, f"downloading {where}", err) from err
         raise RegistryError(f"{where}: cannot load the sklearn model: {err}") from err
     loaded = LoadedModel(name=name, version=str(version), run_id=meta.run_id, model=model, spec=spec,
                          threshold=threshold)

@@ -5,25 +5,44 @@
     rollback(settings, actor="alice", reason="alerts from the field")             # previous champion
 
 Reading the alias, deciding and moving it happen under one database lock
-(:func:`mlops.db.locked`), so two promotions or rollbacks at the same time run one after the other:
-the champion ends consistent and both attempts are in the audit trail, the second one seeing the
-first one's result as its ``previous_version``. The registry alias is the source of truth; the
-:class:`~mlops.registry.events.ModelEvent` published afterwards is a hint that makes the scorer
-and the API re-read it at once instead of at their next poll.
+(:func:`mlops.db.locked`), so two promotions or rollbacks at the same time, from one process or
+two, run one after the other: the champion ends consistent and both attempts are in the audit
+trail, the second one seeing the first one's result as its ``previous_version``.
+
+Atomic from the operator's view: either the alias moved and its audit row committed, or neither.
+Under the lock the audit row is written first (uncommitted), then the alias is moved, then the row
+commits; a registry that fails the move rolls the row back, and a database that fails the commit
+has the alias moved back. A registry that does not answer fails the command at once, before
+anything changed, with :class:`~mlops.registry.catalog.RegistryUnavailableError` naming its URL.
+
+The registry alias is the source of truth; the :class:`~mlops.registry.events.ModelEvent`
+published under the same lock (so events are in audit order) is a best-effort hint that makes the
+scorer and the API re-read the alias at once instead of at their next poll. The challenger alias
+is bookkeeping of the gate: clearing it is best-effort too.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
+from sqlalchemy import update
 
 from mlops import db, kafka
 from mlops.config import Settings
 from mlops.errors import MlopsError, PolicyError, RegistryError
 from mlops.log import get_logger
-from mlops.registry.catalog import aliases, model_version, registry_client
+from mlops.registry.catalog import (
+    RegistryUnavailableError,
+    aliases,
+    model_version,
+    registry_client,
+    require_reachable,
+    unavailable,
+    unreachable,
+)
 from mlops.registry.events import ModelEvent
 from mlops.registry.gate import GateDecision, evaluate_gate, lake_evaluation_data, trained_until
 from mlops.registry.loader import CHAMPION, load_version
@@ -68,10 +87,6 @@ class ChangeResult:
         }
 
 
-def _lock_name(model: str) -> str:
-    return f"champion:{model}"
-
-
 def promote(settings: Settings, version: str, *, actor: str, reason: str, force: bool = False,
             evaluation_data: pd.DataFrame | None = None) -> ChangeResult:
     """Make ``version`` the champion.
@@ -79,39 +94,34 @@ def promote(settings: Settings, version: str, *, actor: str, reason: str, force:
     Unless ``force``, the evaluation gate compares it with the current champion first, on
     ``evaluation_data`` (features + ``label``) or, when that is None, on labelled lake data newer
     than both models' training data; a loss raises :class:`PromotionRejectedError` and is recorded.
+    A registry that does not answer raises RegistryUnavailableError and changes nothing.
     """
     name = settings.mlflow.registered_model
     version = str(version)
+    require_reachable(settings, f"promoting model {name!r} version {version}; nothing was changed")
     client = registry_client(settings)
     meta = model_version(settings, version, client)
     decision = None if force else _run_gate(settings, client, version, actor, reason, evaluation_data)
 
-    with db.locked(settings, _lock_name(name), holder=actor) as conn:
-        current = aliases(settings, client).get(CHAMPION)
+    with _ChampionChange(settings, client, actor, reason) as change:
+        current = change.current
         stale = decision is not None and current != decision.champion_version and current != version
         if stale:
             # The champion moved while we evaluated: the verdict is about a model no longer serving.
             message = (f"champion changed from {decision.champion_version if decision else None} to {current} "
                        "during the evaluation; run the promotion again")
-            db.record_event(conn, "rejection", model_name=name, model_version=version, previous_version=current,
-                            run_id=meta.run_id, actor=actor, reason=reason,
+            db.record_event(change.conn, "rejection", model_name=name, model_version=version,
+                            previous_version=current, run_id=meta.run_id, actor=actor, reason=reason,
                             details={"action": "promote", "error": message,
                                      "gate": decision.to_dict() if decision else None})
         else:
-            changed = current != version
-            if changed:
-                _set_alias(client, name, CHAMPION, version)
-            _clear_alias_if(client, name, CHALLENGER, version)
-            published = changed and _publish(settings, ModelEvent(
-                model=name, action="promote", version=version, previous_version=current, actor=actor, reason=reason))
-            event_id = db.record_event(
-                conn, "promotion", model_name=name, model_version=version, previous_version=current,
-                run_id=meta.run_id, actor=actor, reason=reason,
-                details={"changed": changed, "forced": force, "event_published": published,
-                         "gate": decision.to_dict() if decision else None},
-            )
+            event_id, published = change.apply(
+                "promote", version, run_id=meta.run_id,
+                details={"forced": force, "gate": decision.to_dict() if decision else None})
     if stale:
         raise PromotionRejectedError(message, decision)
+    _clear_alias_if(client, name, CHALLENGER, version)
+    changed = current != version
     log.info("promoted" if changed else "already champion", model_name=name, model_version=version,
              previous_version=current, actor=actor, forced=force)
     return ChangeResult("promote", name, version, current, changed, event_id, published, decision)
@@ -120,33 +130,120 @@ def promote(settings: Settings, version: str, *, actor: str, reason: str, force:
 def rollback(settings: Settings, to_version: str | None = None, *, actor: str, reason: str) -> ChangeResult:
     """Make ``to_version`` (default: the champion before the current one, from the audit trail) the champion."""
     name = settings.mlflow.registered_model
+    require_reachable(settings, f"rolling back model {name!r}; nothing was changed")
     client = registry_client(settings)
     if to_version is not None:
         model_version(settings, str(to_version), client)  # fail before taking the lock if it does not exist
-    with db.locked(settings, _lock_name(name), holder=actor) as conn:
-        current = aliases(settings, client).get(CHAMPION)
+    with _ChampionChange(settings, client, actor, reason) as change:
+        current = change.current
         target = str(to_version) if to_version is not None else None
         if target is None:
             if current is None:
                 raise NoPreviousChampionError(f"model {name!r}: no champion to roll back from; use --to VERSION")
-            target = db.previous_champion(conn, name, current)
+            target = db.previous_champion(change.conn, name, current)
             if target is None:
                 raise NoPreviousChampionError(f"model {name!r}: the audit trail records no champion before "
                                               f"version {current}; use --to VERSION")
         run_id = model_version(settings, target, client).run_id
-        changed = current != target
-        if changed:
-            _set_alias(client, name, CHAMPION, target)
-        published = changed and _publish(settings, ModelEvent(
-            model=name, action="rollback", version=target, previous_version=current, actor=actor, reason=reason))
-        event_id = db.record_event(
-            conn, "rollback", model_name=name, model_version=target, previous_version=current, run_id=run_id,
-            actor=actor, reason=reason, details={"changed": changed, "event_published": published,
-                                                 "requested": to_version},
-        )
+        event_id, published = change.apply("rollback", target, run_id=run_id, details={"requested": to_version})
+    changed = current != target
     log.info("rolled back" if changed else "already champion", model_name=name, model_version=target,
              previous_version=current, actor=actor)
     return ChangeResult("rollback", name, target, current, changed, event_id, published)
+
+
+class _ChampionChange:
+    """The champion lock held for one read-decide-move, and the move's audit row (see the module docstring).
+
+    Entering takes the lock and reads the champion; :meth:`apply` writes the row, moves the alias and
+    publishes the hint; leaving commits the row with the lock. If anything fails after the alias
+    moved (the commit itself included), the alias is moved back before the error propagates.
+    """
+
+    def __init__(self, settings: Settings, client: Any, actor: str, reason: str) -> None:
+        self.settings, self.client, self.actor, self.reason = settings, client, actor, reason
+        self.name = settings.mlflow.registered_model
+        self.current: str | None = None
+        self.conn: Any = None
+        self._moved_to: str | None = None
+        self._lock: Any = None
+
+    def __enter__(self) -> _ChampionChange:
+        self._lock = db.locked(self.settings, f"champion:{self.name}", holder=self.actor)
+        self.conn = self._lock.__enter__()
+        try:
+            self.current = aliases(self.settings, self.client).get(CHAMPION)
+        except BaseException:
+            self._lock.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: Any) -> None:
+        try:
+            self._lock.__exit__(kind, err, tb)  # commits, or rolls back and re-raises
+        except BaseException as failure:
+            if self._moved_to is not None:
+                self._undo(failure)
+            raise
+        if err is not None and self._moved_to is not None:
+            self._undo(err)
+
+    def apply(self, action: Literal["promote", "rollback"], target: str, *, run_id: str | None,
+              details: dict[str, Any]) -> tuple[int, bool]:
+        """Record and make the change to ``target``; the row id and whether the event was published."""
+        changed = self.current != target
+        kind = "promotion" if action == "promote" else "rollback"
+        # The row first: a database that cannot take it fails the command before the registry changes.
+        event_id = db.record_event(
+            self.conn, kind, model_name=self.name, model_version=target, previous_version=self.current,
+            run_id=run_id, actor=self.actor, reason=self.reason,
+            details={**details, "changed": changed, "event_published": False})
+        if not changed:
+            return event_id, False
+        self._move_alias(target)
+        published = _publish(self.settings, ModelEvent(
+            model=self.name, action=action, version=target, previous_version=self.current, actor=self.actor,
+            reason=self.reason))
+        if published:
+            self.conn.execute(update(db.LoopEvent).where(db.LoopEvent.id == event_id).values(
+                details={**details, "changed": True, "event_published": True}))
+        return event_id, published
+
+    def _move_alias(self, target: str) -> None:
+        try:
+            self.client.set_registered_model_alias(self.name, CHAMPION, target)
+        except Exception as err:
+            if not unreachable(err):
+                raise RegistryError(f"model {self.name!r}: cannot point alias {CHAMPION!r} at version {target}: "
+                                    f"{err}; nothing was changed") from err
+            # MLflow retried for minutes; the request may still have reached the server: say so.
+            raise unavailable(
+                self.settings,
+                f"moving alias {CHAMPION!r} of model {self.name!r} from version {self.current} to {target}; "
+                f"nothing was recorded. If `mlops models list` shows version {target} as champion once the "
+                "registry is back, the move went through: run the command again to record it", err) from err
+        self._moved_to = target
+
+    def _undo(self, failure: BaseException) -> None:
+        """The audit row did not commit: move the alias back, so that neither change stays."""
+        target, self._moved_to = self._moved_to, None
+        where = f"model {self.name!r}: the audit row for the move to version {target} did not commit ({failure})"
+        try:
+            if self.current is None:
+                self.client.delete_registered_model_alias(self.name, CHAMPION)
+            else:
+                self.client.set_registered_model_alias(self.name, CHAMPION, self.current)
+        except Exception as undo_err:
+            raise RegistryError(
+                f"{where}, and moving alias {CHAMPION!r} back to version {self.current} failed ({undo_err}): "
+                f"the champion is version {target} without an audit row. Run `mlops promote {target} --force` "
+                f"to record it, or `mlops rollback --to {self.current}`") from failure
+        log.error("champion alias moved back: the audit row did not commit", model_name=self.name,
+                  model_version=self.current, undone_version=target, error=failure)
+        if self.current is not None:  # consumers that followed the first event re-read the alias on this one
+            _publish(self.settings, ModelEvent(model=self.name, action="rollback", version=self.current,
+                                               previous_version=target, actor=self.actor,
+                                               reason="undo: " + self.reason))
 
 
 def _run_gate(settings: Settings, client: Any, version: str, actor: str, reason: str,
@@ -156,7 +253,7 @@ def _run_gate(settings: Settings, client: Any, version: str, actor: str, reason:
     champion_version = aliases(settings, client).get(CHAMPION)
     if champion_version == version:
         raise PolicyError(f"model {name!r} version {version} is already the champion")
-    _set_alias(client, name, CHALLENGER, version)
+    _set_alias(settings, client, CHALLENGER, version)
     try:
         challenger = load_version(settings, version)
         champion = load_version(settings, champion_version) if champion_version else None
@@ -168,9 +265,10 @@ def _run_gate(settings: Settings, client: Any, version: str, actor: str, reason:
         decision = evaluate_gate(settings.policy, challenger, champion, evaluation_data)
     except MlopsError as err:
         _clear_alias_if(client, name, CHALLENGER, version)
-        db.record_event(settings, "rejection", model_name=name, model_version=version,
-                        previous_version=champion_version, actor=actor, reason=reason,
-                        details={"action": "promote", "error": str(err)})
+        if not isinstance(err, RegistryUnavailableError):  # an outage decides nothing about the model
+            db.record_event(settings, "rejection", model_name=name, model_version=version,
+                            previous_version=champion_version, actor=actor, reason=reason,
+                            details={"action": "promote", "error": str(err)})
         raise
     if not decision.promote:
         _clear_alias_if(client, name, CHALLENGER, version)
@@ -183,20 +281,27 @@ def _run_gate(settings: Settings, client: Any, version: str, actor: str, reason:
     return decision
 
 
-def _set_alias(client: Any, name: str, alias: str, version: str) -> None:
+def _set_alias(settings: Settings, client: Any, alias: str, version: str) -> None:
+    name = settings.mlflow.registered_model
     try:
         client.set_registered_model_alias(name, alias, version)
     except Exception as err:
+        if unreachable(err):
+            raise unavailable(settings, f"pointing alias {alias!r} of model {name!r} at version {version}",
+                              err) from err
         raise RegistryError(f"model {name!r}: cannot point alias {alias!r} at version {version}: {err}") from err
 
 
 def _clear_alias_if(client: Any, name: str, alias: str, version: str) -> None:
-    """Delete ``alias`` if it points at ``version`` (a challenger that was decided on)."""
+    """Delete ``alias`` if it points at ``version`` (a challenger that was decided on); best-effort.
+
+    A challenger alias left behind only marks a version once evaluated; the next gate run moves it.
+    """
     try:
         if str(client.get_registered_model(name).aliases.get(alias)) == version:
             client.delete_registered_model_alias(name, alias)
     except Exception as err:
-        raise RegistryError(f"model {name!r}: cannot clear alias {alias!r}: {err}") from err
+        log.warning("challenger alias not cleared", model_name=name, alias=alias, model_version=version, error=err)
 
 
 def _publish(settings: Settings, event: ModelEvent) -> bool:

@@ -9,6 +9,15 @@ is offered through :meth:`ModelWatcher.take`, which the owner calls between two 
 batch ever sees a half-loaded model, and a version that fails to load leaves the old one serving:
 the failure is logged, counted and kept in :attr:`ModelWatcher.last_error`.
 
+Two kinds of failure, two answers. A broken version (contract tags, smoke test) is not retried
+until a new event names it. A registry that does not answer (stopped, unreachable) says nothing
+about the version: the old model keeps serving, :attr:`ModelWatcher.registry_failures` counts the
+failed checks, ``on_failure`` is told once per outage about a version that was announced or found
+but could not be loaded, and the next poll tries again, so the swap completes within one
+``registry_poll_s`` of the server's return. Each check first probes the server's health
+(:func:`~mlops.registry.catalog.require_reachable`), so a stopped server costs a failed probe
+rather than MLflow's minutes of client retries.
+
 Framework-free: the scorer and the REST API both use it.
 """
 
@@ -24,6 +33,7 @@ from mlops import kafka
 from mlops.config import Settings
 from mlops.errors import MlopsError, ValidationError
 from mlops.log import get_logger
+from mlops.registry.catalog import RegistryUnavailableError, require_reachable
 from mlops.registry.events import ModelEvent
 from mlops.registry.loader import CHAMPION, LoadedModel, load_version, resolve_alias
 
@@ -49,8 +59,14 @@ class ModelWatcher:
         self.loader = loader
         self.last_error: str | None = None
         self.failures = 0
+        """Versions that loaded but were unfit to serve."""
+        self.registry_failures = 0
+        """Checks that failed because the registry did not answer."""
         self._current = current_version
         self._failed_version: str | None = None
+        self._unreachable_reported: set[str] = set()
+        """Versions ``on_failure`` heard about during the current outage (empty while the registry answers)."""
+        self._registry_down = False
         self._pending: LoadedModel | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -92,11 +108,11 @@ class ModelWatcher:
         next_poll = time.monotonic() + self.poll_s
         try:
             while not self._stop.is_set():
-                hinted = self._wait_for_event(events, timeout_s=0.5)
-                if hinted or self._wake.is_set() or time.monotonic() >= next_poll:
+                announced = self._wait_for_event(events, timeout_s=0.5)
+                if announced is not None or self._wake.is_set() or time.monotonic() >= next_poll:
                     self._wake.clear()
                     next_poll = time.monotonic() + self.poll_s
-                    self._check(force_retry=hinted)
+                    self._check(announced)
         finally:
             if events is not None:
                 events.close()
@@ -117,37 +133,50 @@ class ModelWatcher:
                         poll_s=self.poll_s)
             return None
 
-    def _wait_for_event(self, events, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+    def _wait_for_event(self, events, timeout_s: float) -> str | None:  # type: ignore[no-untyped-def]
+        """The version a model event for our alias announces, or None (no event within ``timeout_s``)."""
         if events is None:
             self._wake.wait(timeout_s)
-            return False
+            return None
         message = events.poll(timeout_s)
         if message is None or message.error():
-            return False
+            return None
         try:
             event = ModelEvent.decode(message.value())
         except ValidationError as err:
             log.warning("ignoring invalid model event", topic=message.topic(), partition=message.partition(),
                         offset=message.offset(), reason=err.reason)
-            return False
+            return None
         if event.model != self.settings.mlflow.registered_model or event.alias != self.alias:
-            return False
+            return None
         log.info("model event", action=event.action, model_name=event.model, model_version=event.version,
                  offset=message.offset())
-        return True
+        return event.version
 
-    def _check(self, force_retry: bool) -> None:
+    def _check(self, announced: str | None) -> None:
+        """Read the alias and load a new version; ``announced``: the version a model event just named."""
         try:
+            require_reachable(self.settings, f"checking alias {self.alias!r}")
             version = resolve_alias(self.settings, self.alias)
+        except RegistryUnavailableError as err:
+            self._registry_failed(announced, err)
+            return
         except MlopsError as err:
             log.warning("cannot read the alias; keeping the current model", alias=self.alias, error=err)
             return
+        self._registry_answered()
         # A version that failed is retried only on a new hint, not on every poll.
-        if version == self._current or (version == self._failed_version and not force_retry):
+        if version == self._current or (version == self._failed_version and announced is None):
             return
         try:
             loaded = self.loader(self.settings, version)
+        except RegistryUnavailableError as err:
+            self._registry_failed(version, err)
+            return
         except MlopsError as err:
+            if self._registry_gone():  # the server went away mid-load: the version is not to blame
+                self._registry_failed(version, err)
+                return
             self._failed_version = version
             self.failures += 1
             self.last_error = str(err)
@@ -161,3 +190,31 @@ class ModelWatcher:
             self._current = version
             self._failed_version = None
         log.info("new model ready to swap in", model_name=loaded.name, model_version=version, run_id=loaded.run_id)
+
+    def _registry_gone(self) -> bool:
+        try:
+            require_reachable(self.settings)
+        except RegistryUnavailableError:
+            return True
+        return False
+
+    def _registry_failed(self, version: str | None, err: MlopsError) -> None:
+        """The registry did not answer: keep serving, count it, retry at the next poll."""
+        self.registry_failures += 1
+        self.last_error = str(err)
+        if not self._registry_down:
+            log.error("registry unreachable; the current model keeps serving, retrying every poll",
+                      alias=self.alias, serving_version=self._current, model_version=version, poll_s=self.poll_s,
+                      error=err)
+        self._registry_down = True
+        if version is not None and version != self._current and version not in self._unreachable_reported:
+            self._unreachable_reported.add(version)
+            if self.on_failure is not None:
+                self.on_failure(version, str(err))
+
+    def _registry_answered(self) -> None:
+        if self._registry_down:
+            log.info("registry reachable again", alias=self.alias, serving_version=self._current,
+                     failed_checks=self.registry_failures)
+        self._registry_down = False
+        self._unreachable_reported.clear()
