@@ -47,14 +47,7 @@ def _produce(settings: Settings, events: int) -> None:
                           event_time=start + timedelta(seconds=i), cycle=i // 100,
                           sensors={s: 100.0 + (i * 7 + k) % 13 for k, s in enumerate(SENSORS)},
                           settings={"altitude": 0.5, "mach": 0.2, "tra": 100.0})
-        while True:
-            try:
-                producer.produce(settings.kafka.topics.readings, value=encode(reading),
-                                 key=reading.device_id.encode())
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
+        kafka.produce(producer, settings.kafka.topics.readings, encode(reading), reading.device_id.encode())
     producer.flush(60)
 
 

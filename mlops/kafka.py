@@ -55,6 +55,21 @@ def consumer(settings: KafkaSettings, group_id: str, **extra: Any) -> Consumer:
     )
 
 
+def produce(producer: Producer, topic: str, value: bytes, key: bytes | str | None, **extra: Any) -> None:
+    """Produce one record, waiting while the client's local queue is full instead of raising BufferError.
+
+    ``extra`` goes to ``Producer.produce`` (e.g. ``on_delivery``). Every producer of the project uses
+    this, so a fast source (a replay, a benchmark, a test) never fails on the client's own back-pressure.
+    """
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, **extra)
+            break
+        except BufferError:
+            producer.poll(0.05)  # serve delivery reports to make room, then try again
+    producer.poll(0)
+
+
 def admin(settings: KafkaSettings) -> AdminClient:
     return AdminClient(_base(settings))
 

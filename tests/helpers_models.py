@@ -122,10 +122,9 @@ def produce(settings: Settings, values: list[bytes], keys: list[str | None]) -> 
     errors: list[object] = []
     producer = kafka.producer(settings.kafka)
     for value, key in zip(values, keys, strict=True):
-        producer.produce(settings.kafka.topics.readings, value=value, key=key,
-                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
-        producer.poll(0)
-    assert producer.flush(30) == 0 and not errors, f"readings not delivered: {errors[:3]}"
+        kafka.produce(producer, settings.kafka.topics.readings, value, key,
+                      on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    assert producer.flush(60) == 0 and not errors, f"readings not delivered: {errors[:3]}"
 
 
 def produce_readings(settings: Settings, readings: list[dict[str, Any]]) -> None:

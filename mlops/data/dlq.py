@@ -126,14 +126,7 @@ class DeadLetters:
             # The caller's producer: its commit_transaction (or flush) reports failures, and an
             # abort purges our record on purpose, which is no failure of ours.
             target = producer
-        while True:
-            try:
-                target.produce(self.topic, value=payload, key=_kafka_key(key), **extra)
-                break
-            except BufferError:
-                # Local queue full: serve delivery reports to make room, then try again.
-                target.poll(0.1)
-        target.poll(0)
+        kafka.produce(target, self.topic, payload, _kafka_key(key), **extra)
         self._counts[record["kind"]] += 1
         log.warning("dead letter", topic=topic, partition=partition, offset=offset, kind=record["kind"],
                     reason=record["reason"][:200], consumer=self._consumer_name)

@@ -139,12 +139,4 @@ def publish(events: Iterable[Reading | Label], settings: Settings, *, rate: floa
 
 
 def _produce(producer: Any, topic: str, event: Reading | Label, on_delivery: Callable[..., None]) -> None:
-    value, key = encode(event), event.device_id.encode()
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-            break
-        except BufferError:
-            # Local queue full: serve delivery reports to make room, then try again.
-            producer.poll(0.1)
-    producer.poll(0)
+    kafka.produce(producer, topic, encode(event), event.device_id.encode(), on_delivery=on_delivery)

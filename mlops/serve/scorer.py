@@ -335,7 +335,7 @@ class Scorer:
         try:
             producer.begin_transaction()
             for reading, payload in zip(readings, payloads, strict=True):
-                _produce(producer, topic, payload, reading.device_id)
+                kafka.produce(producer, topic, payload, reading.device_id)
             for message, reason in dead:
                 self._dead.send_message(message, reason, producer=producer)
             tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
@@ -364,15 +364,6 @@ class Scorer:
             _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, -1)
             if tp.offset >= 0 and high >= 0:
                 self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, high - tp.offset))
-
-
-def _produce(producer: Producer, topic: str, value: bytes, key: str) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key)
-            return
-        except BufferError:
-            producer.poll(0.05)  # local queue full: serve deliveries to make room
 
 
 def _retrying(call: Callable[[], Any]) -> Any:
