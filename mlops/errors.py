@@ -3,7 +3,8 @@
     MlopsError
     ├── ConfigError            a settings file or variable is invalid; names the key and its source
     ├── ServiceError           a local service (Kafka, MLflow) could not be started, checked or stopped
-    │   └── PortInUseError     the port a service needs is held by another process
+    │   ├── PortInUseError     the port a service needs is held by another process
+    │   └── FatalKafkaError    Kafka reported an error no retry cures (fenced, unauthorised): the process stops
     ├── ValidationError        an event failed schema validation (carries the reason)
     ├── TrainingError          a training job failed or had too little data; nothing was registered
     ├── RegistryError          a registry operation (load, promote, roll back) failed
@@ -27,6 +28,19 @@ class ServiceError(MlopsError):
 
 class PortInUseError(ServiceError):
     """The port a service needs is already held by a process we did not start."""
+
+
+class FatalKafkaError(ServiceError):
+    """Kafka reported an error that retrying cannot cure; the consumer stops and the command exits non-zero.
+
+    The message names the consumer, the topic, partition and offset, the error and what to do;
+    ``code`` and ``name`` are the Kafka error's (``KafkaError.code()``, ``.name()``).
+    """
+
+    def __init__(self, message: str, code: int, name: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.name = name
 
 
 class ValidationError(MlopsError):

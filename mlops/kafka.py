@@ -3,20 +3,31 @@
 Clients are created by these functions when asked for, never at import time, and always from
 :class:`~mlops.config.KafkaSettings`, so that security or tuning properties set in configuration
 reach every client.
+
+Every consumer reads through :func:`consume` and commits through :func:`commit`, which hand each
+error Kafka reports to one policy, ``on_error`` (default :func:`on_consumer_error`): an error the
+client recovers from by itself (a broker restarting, a coordinator moving, a topic not created yet)
+is logged with its topic, partition and offset and the loop carries on, so the client retries; a
+fatal one (:func:`is_fatal`: this member fenced by another with the same ``group.instance.id``,
+authentication or authorisation refused) raises :class:`~mlops.errors.FatalKafkaError`, which
+stops the process with the message and exit code 1 (``mlops.cli.main``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from mlops.config import KafkaSettings
-from mlops.errors import ServiceError
+from mlops.errors import FatalKafkaError, ServiceError
+from mlops.log import get_logger
+
+log = get_logger(__name__)
 
 
 def _base(settings: KafkaSettings) -> dict[str, Any]:
@@ -68,6 +79,117 @@ def produce(producer: Producer, topic: str, value: bytes, key: bytes | str | Non
         except BufferError:
             producer.poll(0.05)  # serve delivery reports to make room, then try again
     producer.poll(0)
+
+
+# --- consuming: one error policy for every consumer ---------------------------------------------
+
+OnError = Callable[[KafkaError, Message | TopicPartition | None, str], None]
+"""What a consumer does with an error Kafka reports: return to carry on (the client retries), raise to stop.
+
+Called with the error, the record or offset it concerns (None when Kafka names neither) and who was
+doing what (``"lake sink (group mlops-lake-sink)"``)."""
+
+_FATAL_CODES = frozenset({
+    # The consumer's own fatal event: librdkafka stopped this client for good (its fatal() says False).
+    KafkaError._FATAL,
+    # Another member joined with this group.instance.id: two copies of one static member.
+    KafkaError.FENCED_INSTANCE_ID,
+    # Refused credentials or ACLs: no retry of ours changes them, an operator must.
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+})
+_HINTS = {
+    KafkaError.FENCED_INSTANCE_ID: "another process consumes with the same group.instance.id: stop one of them",
+    KafkaError._AUTHENTICATION: "check the credentials in kafka.client",
+    KafkaError.SASL_AUTHENTICATION_FAILED: "check the credentials in kafka.client",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "grant this principal read access to the topic",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "grant this principal access to the consumer group",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "grant this principal the cluster permission it needs",
+}
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """True when retrying cannot help: a fatal client error, fencing, or refused credentials or ACLs.
+
+    Everything else a consumer sees (transport failures, a coordinator moving, a rebalance under
+    way, an unknown topic that may yet be created) the client retries by itself.
+    """
+    return bool(error.fatal()) or error.code() in _FATAL_CODES
+
+
+def _position(record: Message | TopicPartition | None) -> tuple[str | None, int | None, int | None]:
+    if record is None:
+        return None, None, None
+    if isinstance(record, TopicPartition):
+        return record.topic, record.partition, record.offset
+    return record.topic(), record.partition(), record.offset()
+
+
+def on_consumer_error(error: KafkaError, record: Message | TopicPartition | None, context: str) -> None:
+    """The default policy: log a recoverable error with topic, partition and offset; raise a fatal one.
+
+    Raises :class:`FatalKafkaError` naming the consumer, where, the error and what to do.
+    """
+    if error.code() == KafkaError._PARTITION_EOF:
+        return  # the end of a partition is news, not an error
+    topic, partition, offset = _position(record)
+    if is_fatal(error):
+        where = f": topic {topic} partition {partition} offset {offset}" if topic else ""  # a client error names none
+        fenced = error.code() == KafkaError.FENCED_INSTANCE_ID or "fenced" in error.str().lower()
+        hint = _HINTS.get(KafkaError.FENCED_INSTANCE_ID if fenced else error.code(),
+                          "the client cannot recover; fix the cause and start the process again")
+        raise FatalKafkaError(f"{context}{where}: fatal Kafka error {error.name()}: {error.str()} ({hint})",
+                              code=error.code(), name=error.name())
+    log.warning("kafka error, retrying", consumer=context, topic=topic, partition=partition, offset=offset,
+                code=error.name(), retriable=error.retriable(), error=error.str())
+
+
+def consume(consumer: Consumer, max_messages: int, timeout_s: float, context: str,
+            on_error: OnError = on_consumer_error) -> list[Message]:
+    """One ``Consumer.consume`` call: the records, after every error among them went through ``on_error``.
+
+    ``context`` names the consumer in logs and errors. The caller's loop calling again is the retry.
+    """
+    messages = consumer.consume(max_messages, timeout_s)
+    if all(message.error() is None for message in messages):
+        return messages
+    records = []
+    for message in messages:
+        error = message.error()
+        if error is None:
+            records.append(message)
+        else:
+            on_error(error, message, context)
+    return records
+
+
+def commit(consumer: Consumer, offsets: list[TopicPartition], context: str, *, asynchronous: bool = False,
+           on_error: OnError = on_consumer_error) -> bool:
+    """Commit ``offsets``; False when Kafka refused some (after ``on_error``): the next commit carries them.
+
+    A refusal is usually passing (a rebalance under way, the coordinator moving, the broker
+    restarting): the records stay uncommitted and are re-read after a crash, never lost.
+    """
+    try:
+        if asynchronous:  # the broker's answer is not awaited: only a request refused at once shows here
+            consumer.commit(offsets=offsets, asynchronous=True)
+            return True
+        result = consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() == KafkaError._NO_OFFSET:
+            return True  # nothing new to commit
+        on_error(error, offsets[0] if len(offsets) == 1 else None, f"{context}, committing {len(offsets)} offsets")
+        return False
+    refused = False
+    for tp in result:
+        if tp.error is not None:
+            refused = True
+            on_error(tp.error, tp, f"{context}, committing")
+    return not refused
 
 
 def admin(settings: KafkaSettings) -> AdminClient:

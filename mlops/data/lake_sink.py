@@ -23,14 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
 from mlops.data import lake
 from mlops.data.dlq import DeadLetters
 from mlops.data.schemas import parse_label, parse_reading
-from mlops.errors import ServiceError, ValidationError
+from mlops.errors import ValidationError
 from mlops.log import get_logger
 
 log = get_logger(__name__)
@@ -97,6 +97,7 @@ class LakeSink:
         self._stopping = False
         self._consumer: Consumer | None = None
         self._dead = DeadLetters(settings, CONSUMER_NAME)
+        self._context = f"lake sink (group {settings.lake.group_id})"
         self.stats = SinkStats()
 
     def stop(self) -> None:
@@ -124,7 +125,7 @@ class LakeSink:
                     budget = max(1, min(500, self._batch_rows - self._pending_count))
                     if max_events is not None:
                         budget = min(budget, max_events - self.stats.consumed)
-                    messages = consumer.consume(num_messages=budget, timeout=0.2)
+                    messages = kafka.consume(consumer, budget, 0.2, self._context)
                     for message in messages:
                         self._handle(message)
                     if messages or not self._next:
@@ -155,14 +156,6 @@ class LakeSink:
     # ------------------------------------------------------------------------------------ events
 
     def _handle(self, message: Message) -> None:
-        err = message.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                return
-            if err.fatal() or not err.retriable():
-                raise ServiceError(f"lake sink: consumer error on {message.topic()}[{message.partition()}]: {err}")
-            log.warning("consumer error (retrying)", topic=message.topic(), error=str(err))
-            return
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         key = (topic, partition)
         if offset < self._next.get(key, 0):
@@ -216,11 +209,9 @@ class LakeSink:
         self._oldest_pending = self._clock() if self._pending else None
         self.stats.dead_letters = self._dead.counts
         if self._consumer is not None:
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException as err:
-                # Only lag monitoring reads these offsets; correctness comes from the manifest.
-                log.warning("could not commit consumer offsets", error=str(err))
+            # Only lag monitoring reads these offsets (correctness comes from the manifest), so a
+            # refused commit is logged and left to the next one.
+            kafka.commit(self._consumer, offsets, self._context, asynchronous=True)
         if self._on_progress is not None:
             self._on_progress(self.stats)
 

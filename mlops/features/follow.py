@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
-from mlops.errors import ServiceError, ValidationError
+from mlops.errors import ValidationError
 from mlops.features.compute import FeatureSpec
 from mlops.features.online_push import OnlinePusher
 from mlops.log import get_logger
@@ -73,6 +73,7 @@ class FeatureFollower:
         self._on_status = on_status
         self._status_every_s = status_every_s
         self._reported: FollowStatus | None = None
+        self._context = f"features follow (group {self.group_id})"
 
     def run(self, stop: threading.Event | None = None) -> FollowStatus:
         """Follow the predictions until ``stop`` is set; write and commit what is held before returning."""
@@ -88,7 +89,7 @@ class FeatureFollower:
         next_flush = next_status = time.monotonic() + interval
         try:
             while not stop.is_set():
-                for message in consumer.consume(BATCH, timeout=POLL_TIMEOUT_S):
+                for message in kafka.consume(consumer, BATCH, POLL_TIMEOUT_S, self._context):
                     self._handle(message)
                 now = time.monotonic()
                 if now >= next_flush:
@@ -105,14 +106,6 @@ class FeatureFollower:
 
     # -- records ----------------------------------------------------------------------------
     def _handle(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                return
-            if error.fatal():
-                raise ServiceError(f"features follow: consumer error on {self.topic}: {error}")
-            log.warning("consumer error (retrying)", topic=self.topic, error=str(error))
-            return
         partition, offset = message.partition() or 0, message.offset() or 0
         self._offsets[partition] = offset + 1  # handled either way: a malformed record is not retried
         try:
@@ -143,11 +136,8 @@ class FeatureFollower:
         if not self._offsets:
             return True
         offsets = [TopicPartition(self.topic, p, o) for p, o in self._offsets.items()]
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as err:  # e.g. a rebalance under way: the offsets are committed next time
-            log.warning("could not commit offsets", error=str(err))
-            return False
+        if not kafka.commit(consumer, offsets, self._context):
+            return False  # e.g. a rebalance under way: the offsets are committed next time
         self._offsets = {}
         self.status.commits += 1
         return True

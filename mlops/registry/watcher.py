@@ -31,7 +31,7 @@ from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
-from mlops.errors import MlopsError, ValidationError
+from mlops.errors import FatalKafkaError, MlopsError, ValidationError
 from mlops.log import get_logger
 from mlops.registry.catalog import RegistryUnavailableError, require_reachable
 from mlops.registry.events import ModelEvent
@@ -108,7 +108,13 @@ class ModelWatcher:
         next_poll = time.monotonic() + self.poll_s
         try:
             while not self._stop.is_set():
-                announced = self._wait_for_event(events, timeout_s=0.5)
+                try:
+                    announced = self._wait_for_event(events, timeout_s=0.5)
+                except FatalKafkaError as err:
+                    # The events are only a hint: without them the alias poll still finds every swap.
+                    log.error("model events lost; polling the registry only", error=str(err), poll_s=self.poll_s)
+                    events.close()
+                    events = announced = None
                 if announced is not None or self._wake.is_set() or time.monotonic() >= next_poll:
                     self._wake.clear()
                     next_poll = time.monotonic() + self.poll_s
@@ -138,9 +144,10 @@ class ModelWatcher:
         if events is None:
             self._wake.wait(timeout_s)
             return None
-        message = events.poll(timeout_s)
-        if message is None or message.error():
+        messages = kafka.consume(events, 1, timeout_s, f"model watcher (alias {self.alias})")
+        if not messages:
             return None
+        message = messages[0]
         try:
             event = ModelEvent.decode(message.value())
         except ValidationError as err:

@@ -33,7 +33,7 @@ from mlops import kafka
 from mlops.config import Settings
 from mlops.data.dlq import DeadLetters
 from mlops.data.schemas import Reading, parse_reading
-from mlops.errors import ServiceError, ValidationError
+from mlops.errors import FatalKafkaError, ServiceError, ValidationError
 from mlops.log import get_logger
 from mlops.registry.loader import LoadedModel, load_champion
 from mlops.registry.watcher import ModelWatcher
@@ -96,6 +96,7 @@ class Scorer:
         self._dead = DeadLetters(settings, consumer_name=f"scorer:{group_id}:{instance_id}", now=now)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._context = f"scorer (group {group_id}, instance {instance_id})"
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(
@@ -128,7 +129,7 @@ class Scorer:
                 swapped = watcher.take()
                 if swapped is not None:
                     self._swap(swapped)
-                messages = self._consumer.consume(limit, self.settings.scorer.poll_timeout_s)
+                messages = kafka.consume(self._consumer, limit, self.settings.scorer.poll_timeout_s, self._context)
                 batch = self._triage(messages)
                 if batch:
                     self._score(batch)
@@ -245,17 +246,13 @@ class Scorer:
 
     # -- the batch --------------------------------------------------------------------------
     def _triage(self, messages: list[Message]) -> list[Message]:
-        """Drop errors and stale records, feed replayed records to the state, return the live ones."""
+        """Drop stale records, feed replayed records to the state, return the live ones.
+
+        Kafka's errors never get here: :func:`mlops.kafka.consume` logged them, or stopped the scorer."""
         assert self.state is not None and self.model is not None
         live = []
         replayed: list[tuple[Partition, str, dict[str, float], int]] = []
         for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise ServiceError(f"kafka consumer: fatal error: {error}")
-                log.warning("consumer error", topic=message.topic(), partition=message.partition(), error=error)
-                continue
             key = (message.topic() or "", message.partition() or 0)
             offset = message.offset() or 0
             if key not in self._assigned:
@@ -346,8 +343,8 @@ class Scorer:
         except KafkaException as exc:
             error = exc.args[0]
             if not error.txn_requires_abort():
-                raise ServiceError(f"kafka transaction of scorer {self.group_id}/{self.instance_id} failed "
-                                   f"fatally: {error} (another process with the same transactional.id?)") from exc
+                raise FatalKafkaError(f"{self._context}: transaction failed fatally: {error} (another process "
+                                      "with the same transactional.id?)", code=error.code(), name=error.name()) from exc
             log.warning("transaction aborted; rewinding", error=error, partitions=len(offsets))
             _retrying(lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
             self.summary.aborted += 1

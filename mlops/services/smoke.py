@@ -28,12 +28,10 @@ def kafka_round_trip(settings: Settings, timeout_s: float = 30.0) -> dict[str, o
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            value = json.loads(message.value() or b"{}")
-            if value.get("marker") == marker:
-                return {"topic": topic, "partition": message.partition(), "offset": message.offset(), **value}
+            for message in kafka.consume(consumer, 100, 0.5, "services check (kafka round trip)"):
+                value = json.loads(message.value() or b"{}")
+                if value.get("marker") == marker:
+                    return {"topic": topic, "partition": message.partition(), "offset": message.offset(), **value}
     finally:
         consumer.close()
     raise ServiceError(f"kafka: the message produced to {topic} did not come back within {timeout_s}s")
