@@ -1,17 +1,24 @@
-"""Benchmark: one drift scenario, one seed, three policies — static, fixed schedule, drift-triggered loop.
+"""Benchmark: one drift scenario per run — static model, fixed schedules, the product's loop, a hindsight oracle.
 
     .venv/bin/python bench/loop.py [--scenario recalibration|wear_regime|fault_mode|cmapss]
-                                   [--schedule-every 6h] [--schedule-promotion gate|always]
-                                   [--hours-after-onset 36] [--out bench/out/loop]
+                                   [--seeds 1,2,3] [--schedules 1h,6h,24h] [--schedule-promotion gate|always]
+                                   [--hours-after-onset 24] [--devices 20] [--out bench/out/loop]
 
-The stream is generated once (the simulator with the demo's seed and fleet from ``demo`` in the
+The stream is generated once per seed (the simulator with the demo's fleet from ``demo`` in the
 profile, or the C-MAPSS FD001 replay, see :mod:`loop_cmapss`) and driven in event time: every
 block of readings is scored by each policy's serving model, then each policy may act. Trainings are
 the real job (Spark local on one warm session, MLflow at ``mlflow.tracking_uri``, a fresh
-experiment and registered model per run) on a real lake that holds what had been published by then.
+experiment and one registered model per policy per run) on a real lake that holds what had been
+published by then; challengers are gated and promoted by the product's use case, and the loop's
+decisions are the product's :class:`~mlops.monitor.loop.LoopCore`'s (see :mod:`loop_policies`).
+
+Per scenario it prints post-onset f1 and accuracy as a fraction of the oracle's, onset -> better
+model in event hours, retrainings and training CPU seconds; with several seeds, one table per seed
+and the medians. The size of a run is set by ``--hours-after-onset``, ``--devices``,
+``--history-readings`` and ``--schedules`` (an hourly schedule trains ~30 times a day).
 See docs/loop-results.md for what is measured, how, and the figures.
 
-Writes ``<out>/accuracy.png``, ``<out>/results.json`` and ``<out>/table.txt``; prints the table.
+Writes ``<out>/seed-<n>/accuracy.png``, ``<out>/results.json`` and ``<out>/table.txt``; prints the tables.
 """
 
 from __future__ import annotations
@@ -32,32 +39,48 @@ from typing import Any
 
 import numpy as np
 import psutil
-from loop_policies import DriftLoop, Policy, Schedule, Static, Trainer
-from loop_report import Row, detection, format_table, plot, table
+from loop_policies import ClosedLoop, Oracle, Policy, Schedule, Static, Trainer
+from loop_report import Row, detection, format_table, medians, plot, table
 from loop_stream import LakeFeed, Stream, simulated_stream
 
 from mlops.config import Settings, load_settings
 from mlops.train.job import parse_duration
 
-SCENARIOS = ("recalibration", "wear_regime", "fault_mode", "cmapss")
+CMAPSS = "cmapss"
+"""The C-MAPSS FD001 replay with an injected drift (:mod:`loop_cmapss`); any other name is a simulator scenario."""
 
 
 def arguments() -> argparse.Namespace:
+    from mlops.data.scenarios import available_scenarios
+
     demo = load_settings("local").demo
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=SCENARIOS, default=demo.scenario,
-                        help="simulator drift scenario, or cmapss (FD001 replay with an injected drift)")
+    parser.add_argument("--scenario", default=demo.scenario,
+                        help=f"simulator drift scenario ({', '.join(available_scenarios())}) or {CMAPSS}")
     parser.add_argument("--devices", type=int, default=demo.devices)
-    parser.add_argument("--seed", type=int, default=demo.seed)
+    parser.add_argument("--seeds", default=str(demo.seed), help="comma-separated simulator seeds, e.g. 1,2,3")
     parser.add_argument("--history-readings", type=int, default=demo.history_readings,
                         help="readings before the live stream; the initial model trains on them")
-    parser.add_argument("--hours-after-onset", type=float, default=36.0, help="event time streamed after the onset")
-    parser.add_argument("--schedule-every", default="6h", help="fixed schedule's period in event time (e.g. 6h, 1d)")
+    parser.add_argument("--hours-after-onset", type=float, default=24.0, help="event time streamed after the onset")
+    parser.add_argument("--schedules", default="1h,6h,24h",
+                        help="fixed schedules' periods in event time, comma-separated (empty: none)")
     parser.add_argument("--schedule-promotion", choices=("gate", "always"), default="gate",
                         help="gate: the product's evaluation gate, as `mlops scheduler` does; always: no gate")
+    parser.add_argument("--no-oracle", action="store_true", help="skip the hindsight oracle's training")
     parser.add_argument("--block", default="5m", help="event time scored between two policy decisions")
     parser.add_argument("--out", type=Path, default=Path("bench/out/loop"))
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.scenario != CMAPSS and args.scenario not in available_scenarios():
+        parser.error(f"--scenario {args.scenario!r}: not a scenario (known: {', '.join(available_scenarios())}, "
+                     f"{CMAPSS})")
+    try:
+        args.seed_list = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+        args.schedule_list = [parse_duration(every.strip()) for every in args.schedules.split(",") if every.strip()]
+    except ValueError as err:
+        parser.error(f"--seeds {args.seeds!r} / --schedules {args.schedules!r}: {err}")
+    if not args.seed_list:
+        parser.error("--seeds: give at least one seed")
+    return args
 
 
 def bench_settings(data_dir: Path, run_name: str) -> Settings:
@@ -68,16 +91,16 @@ def bench_settings(data_dir: Path, run_name: str) -> Settings:
     })
 
 
-def make_stream(args: argparse.Namespace, settings: Settings) -> Stream:
-    if args.scenario == "cmapss":
+def make_stream(args: argparse.Namespace, settings: Settings, seed: int) -> Stream:
+    if args.scenario == CMAPSS:
         from loop_cmapss import cmapss_stream
 
         return cmapss_stream(settings, hours_after_onset=args.hours_after_onset)
-    return simulated_stream(settings, args.scenario, args.devices, args.seed, args.history_readings,
+    return simulated_stream(settings, args.scenario, args.devices, seed, args.history_readings,
                             args.hours_after_onset)
 
 
-def run(args: argparse.Namespace, settings: Settings, run_name: str) -> dict[str, Any]:
+def run(args: argparse.Namespace, settings: Settings, run_name: str, seed: int, out: Path) -> dict[str, Any]:
     from mlops.spark import spark_session
 
     t0 = time.perf_counter()
@@ -85,10 +108,10 @@ def run(args: argparse.Namespace, settings: Settings, run_name: str) -> dict[str
     def report(line: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {line}", flush=True)
 
-    stream = make_stream(args, settings)
+    stream = make_stream(args, settings, seed)
     onset = stream.onset
     labels = len(stream.events) - len(stream.readings)
-    report(f"stream '{stream.name}': {len(stream.readings)} readings, {labels} labels, live from "
+    report(f"stream '{stream.name}' (seed {seed}): {len(stream.readings)} readings, {labels} labels, live from "
            f"{stream.time_of(stream.history_readings):%Y-%m-%d %H:%M}"
            + (f", drift '{onset.kind}' at {onset.event_time:%Y-%m-%d %H:%M} (reading {onset.reading})"
               if onset else ""))
@@ -102,29 +125,35 @@ def run(args: argparse.Namespace, settings: Settings, run_name: str) -> dict[str
         start = stream.time_of(0)
         live = stream.time_of(stream.history_readings)
         report(f"initial model: training on the history {start:%Y-%m-%d %H:%M} .. {live:%Y-%m-%d %H:%M}")
-        initial_training, initial = trainer.train("initial", "manual", "initial model (bench history)", start,
-                                                  live, live)
-        if initial is None:
+        initial_training = trainer.train(settings, "initial", "manual", "initial model (bench history)", start,
+                                         live, live)
+        if initial_training.version is None:
             raise SystemExit(f"the initial model did not train: {initial_training.error}")
+        initial = trainer.model(settings, initial_training.version)
         baseline = initial_training.val_metrics.get(settings.policy.primary_metric)
+        oracle = None if args.no_oracle or onset is None else Oracle(stream, trainer, initial, report)
         policies: list[Policy] = [
             Static(stream, trainer, initial, report),
-            Schedule(stream, trainer, initial, report, parse_duration(args.schedule_every),
-                     use_gate=args.schedule_promotion == "gate"),
-            DriftLoop(stream, trainer, initial, report, baseline),
+            *(Schedule(stream, trainer, initial, report, every, use_gate=args.schedule_promotion == "gate")
+              for every in args.schedule_list),
+            ClosedLoop(stream, trainer, initial, report, baseline),
+            *([oracle] if oracle is not None else []),
         ]
-        drive(stream, lake, policies, parse_duration(args.block), report)
+        clock = drive(stream, lake, policies, parse_duration(args.block), report)
+        if oracle is not None:
+            report("oracle: training on the whole post-onset regime with all its labels")
+            oracle.fit(clock)
     finally:
         with contextlib.suppress(Exception):  # a JVM that died has nothing left to stop
             spark.stop()
     rows = table(stream, policies, settings.policy.promotion_margin)
-    loop = next(p for p in policies if isinstance(p, DriftLoop))
-    args.out.mkdir(parents=True, exist_ok=True)
-    title = (f"{stream.name}: {len(stream.readings)} readings, schedule every {args.schedule_every} "
+    loop = next(p for p in policies if isinstance(p, ClosedLoop))
+    out.mkdir(parents=True, exist_ok=True)
+    title = (f"{stream.name} seed {seed}: {len(stream.readings)} readings, schedules {args.schedules} "
              f"({args.schedule_promotion}), MLflow experiment {run_name}")
-    plot(stream, policies, loop.window_log, settings.policy.drift_threshold, args.out / "accuracy.png", title)
+    plot(stream, policies, loop.window_log, settings.policy.drift_threshold, out / "accuracy.png", title)
     return {
-        "run": run_name, "scenario": stream.name, "args": {k: str(v) for k, v in vars(args).items()},
+        "run": run_name, "scenario": stream.name, "seed": seed, "args": {k: str(v) for k, v in vars(args).items()},
         "duration_s": round(time.perf_counter() - t0, 1), "readings": len(stream.readings),
         "live_readings": len(stream.readings) - stream.history_readings,
         "onset": onset.event_time.isoformat() if onset else None,
@@ -136,9 +165,10 @@ def run(args: argparse.Namespace, settings: Settings, run_name: str) -> dict[str
     }
 
 
-def drive(stream: Stream, lake: LakeFeed, policies: list[Policy], block: timedelta, report: Any) -> None:
-    """Score, watch and act block by block of event time; a status line every 2 hours of event time."""
-    next_status = stream.time_of(stream.history_readings)
+def drive(stream: Stream, lake: LakeFeed, policies: list[Policy], block: timedelta, report: Any) -> datetime:
+    """Score, watch and act block by block of event time; a status line every 2 hours of event time.
+    Returns the event time of the last reading."""
+    next_status = clock = stream.time_of(stream.history_readings)
     for events, rows in stream.blocks(block):
         for i in events:
             lake.add(stream.events[i])
@@ -151,6 +181,7 @@ def drive(stream: Stream, lake: LakeFeed, policies: list[Policy], block: timedel
         if clock >= next_status:
             next_status = clock + timedelta(hours=2)
             report(status_line(stream, policies, rows.stop, clock))
+    return clock
 
 
 def status_line(stream: Stream, policies: list[Policy], upto: int, clock: datetime) -> str:
@@ -161,7 +192,7 @@ def status_line(stream: Stream, policies: list[Policy], upto: int, clock: dateti
     onset = stream.onset
     where = f"{(clock - onset.event_time) / timedelta(hours=1):+.1f}h from onset" if onset else ""
     parts = [f"{p.name} v{p.champion.version} acc {np.mean(p.decision[recent] == stream.truth[recent]):.3f}"
-             for p in policies]
+             for p in policies if not isinstance(p, Oracle)]
     rss_gb = psutil.Process().memory_info().rss / 1e9
     return f"event time {clock:%m-%d %H:%M} ({where}) | " + " | ".join(parts) + f" | rss {rss_gb:.1f}GB"
 
@@ -169,6 +200,7 @@ def status_line(stream: Stream, policies: list[Policy], upto: int, clock: dateti
 def quiet() -> None:
     """Keep the progress lines readable: no library warnings, MLflow's run links or download bars."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     warnings.simplefilter("ignore")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -176,18 +208,29 @@ def quiet() -> None:
 def main() -> None:
     args = arguments()
     quiet()
-    run_name = f"bench-loop-{args.scenario}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    with tempfile.TemporaryDirectory(prefix="bench-loop-") as data_dir:
-        settings = bench_settings(Path(data_dir), run_name)
-        results = run(args, settings, run_name)
-    text = format_table([Row(**r) for r in results["table"]])
-    summary = (f"{results['scenario']}: {results['live_readings']} live readings, onset {results['onset']}, "
-               f"schedule every {args.schedule_every} ({args.schedule_promotion}); run took {results['duration_s']}s")
-    summary += "\n" + results["detection"]
-    print("\n" + summary + "\n" + text)
-    (args.out / "table.txt").write_text(summary + "\n" + text + "\n")
-    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    print(f"\nwrote {args.out / 'accuracy.png'}, {args.out / 'results.json'}, {args.out / 'table.txt'}")
+    stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    runs: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for seed in args.seed_list:
+        run_name = f"bench-loop-{args.scenario}-s{seed}-{stamp}"
+        with tempfile.TemporaryDirectory(prefix="bench-loop-") as data_dir:
+            settings = bench_settings(Path(data_dir), run_name)
+            results = run(args, settings, run_name, seed, args.out / f"seed-{seed}")
+        runs.append(results)
+        text = (f"{results['scenario']} seed {seed}: {results['live_readings']} live readings, onset "
+                f"{results['onset']}, {args.hours_after_onset:g} h after it; run took {results['duration_s']}s\n"
+                f"{results['detection']}\n" + format_table([Row(**r) for r in results["table"]]))
+        print("\n" + text, flush=True)
+        texts.append(text)
+    if len(runs) > 1:
+        text = (f"{runs[0]['scenario']}: medians over seeds {args.seeds}\n"
+                + format_table(medians([[Row(**r) for r in results["table"]] for results in runs])))
+        print("\n" + text)
+        texts.append(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.txt").write_text("\n\n".join(texts) + "\n")
+    (args.out / "results.json").write_text(json.dumps(runs, indent=1, default=str))
+    print(f"\nwrote {args.out / 'table.txt'}, {args.out / 'results.json'} and an accuracy.png per seed")
 
 
 if __name__ == "__main__":

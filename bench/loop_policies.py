@@ -1,26 +1,23 @@
-"""The three retraining policies of the loop benchmark, driven in event time over one :class:`Stream`.
+"""The loop benchmark's policies, driven in event time over one :class:`Stream`.
 
 Every policy serves a model, scores each block of readings with it and, at the end of the block,
-may act (:meth:`Policy.step`). What each one is made of:
+may act (:meth:`Policy.step`). None of them holds a rule of the product's loop; they are adapters:
 
 - :class:`Static`: the initial model, never retrained.
 - :class:`Schedule`: every ``every`` of event time, the real training job on the trailing
-  ``policy.retrain_window`` (what ``mlops scheduler``'s job trains on); the challenger is promoted
-  through the product's gate (default, as the scheduler's job does) or unconditionally.
-- :class:`DriftLoop`: the product's monitor windows (:mod:`mlops.monitor.windows`) with Evidently
-  drift and realised performance (:mod:`mlops.monitor.drift`), the :class:`RetrainPolicy`, the
-  controller's rules (train on :func:`~mlops.monitor.controller.drift_training_window` once
-  ``retrain_min_window`` of drifted data is in, evaluate on labelled data newer than the training
-  window, promote through the gate, roll a worse champion back) and the real training job.
+  ``policy.retrain_window`` (what ``mlops scheduler``'s job trains on), gated like every challenger.
+- :class:`ClosedLoop`: the product's loop. The monitor's windows (:mod:`mlops.monitor.windows`),
+  judged by the monitor's own functions (:mod:`mlops.monitor.judge`), feed the product's decision
+  core (:class:`mlops.monitor.loop.LoopCore`); this class executes its commands in event time.
+- :class:`Oracle`: in hindsight, a model trained on the post-onset regime with all its labels,
+  serving every post-onset reading: the best any policy could serve.
 
-The controller itself (:class:`mlops.monitor.controller.LoopController`) waits on wall-clock
-polls in a thread and promotes through the registry and Kafka; here the same rules run
-synchronously on the event-time clock, so a run is fast and repeatable.
-
-Gate evaluations read labelled data from the lake (:func:`mlops.registry.gate.lake_evaluation_data`)
-once ``policy.min_evaluation_rows`` labelled readings newer than the challenger's training data
-have been published. A training is assumed to finish before that (its wall time is reported; the
-labels take tens of minutes of event time to arrive).
+Every challenger is trained, gated and promoted through the product's use case
+(:mod:`mlops.monitor.retraining`): the real Spark job, the evaluation gate on labelled lake data
+newer than the challenger's training window (once :func:`mlops.monitor.loop.evaluation_ready`
+says there is enough), and the registry's alias move. Each policy has its own registered model, so
+each one's champion is its own. A training is assumed to finish before its gate can decide (its
+wall time is reported; the labels take tens of minutes of event time to arrive).
 """
 
 from __future__ import annotations
@@ -40,13 +37,23 @@ from loop_stream import LakeFeed, Stream
 from mlops.config import Settings
 from mlops.data.schemas import Label, Reading
 from mlops.errors import MlopsError, PolicyError
-from mlops.monitor import drift
-from mlops.monitor.controller import drift_training_window, drifted_data_ready
-from mlops.monitor.policy import RetrainPolicy, WindowSignal
+from mlops.monitor import judge
+from mlops.monitor.loop import (
+    EVALUATION_POLL,
+    Command,
+    Evaluate,
+    LoopCore,
+    Note,
+    Retrain,
+    Rollback,
+    duration,
+    evaluation_ready,
+)
+from mlops.monitor.retraining import Verdict, gate_and_promote, train_challenger
 from mlops.monitor.windows import ClosedWindow, LabelJoin, PerformanceWindows, Prediction, WindowBuilder
-from mlops.registry.gate import GateDecision, evaluate_gate, lake_evaluation_data
+from mlops.registry.gate import lake_evaluation_data
 from mlops.registry.loader import LoadedModel, load_version
-from mlops.train.job import TrainRequest, TrainResult, Trigger, parse_duration, run_training
+from mlops.train.job import TrainRequest, Trigger
 
 Report = Callable[[str], None]
 
@@ -125,7 +132,7 @@ class Training:
     version: str | None = None
     val_metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-    gate: GateDecision | None = None
+    gate: str | None = None
     decided: datetime | None = None
     promoted: bool = False
 
@@ -134,9 +141,15 @@ class Training:
                 "started": self.started.isoformat(), "since": self.since.isoformat(),
                 "until": self.until.isoformat(), "wall_s": round(self.wall_s, 2), "cpu_s": round(self.cpu_s, 2),
                 "peak_rss_gb": round(self.peak_rss_gb, 2), "rss_after_gb": round(self.rss_after_gb, 2),
-                "version": self.version, "val_metrics": self.val_metrics, "error": self.error,
-                "gate": self.gate.summary() if self.gate else None,
+                "version": self.version, "val_metrics": self.val_metrics, "error": self.error, "gate": self.gate,
                 "decided": self.decided.isoformat() if self.decided else None, "promoted": self.promoted}
+
+
+def policy_settings(settings: Settings, policy: str) -> Settings:
+    """The benchmark's settings with the policy's own registered model (its own champion alias)."""
+    slug = policy.replace(" ", "-")
+    mlflow = settings.mlflow.model_copy(update={"registered_model": f"{settings.mlflow.registered_model}-{slug}"})
+    return settings.model_copy(update={"mlflow": mlflow})
 
 
 class Trainer:
@@ -147,43 +160,53 @@ class Trainer:
         self.lake = lake
         self.spark = spark
         self.report = report
-        self._models: dict[str, LoadedModel] = {}
+        self._models: dict[tuple[str, str], LoadedModel] = {}
 
-    def train(self, policy: str, trigger: Trigger, reason: str, since: datetime, until: datetime,
-              clock: datetime, reference_since: datetime | None = None) -> tuple[Training, LoadedModel | None]:
+    def train(self, settings: Settings, policy: str, trigger: Trigger, reason: str, since: datetime,
+              until: datetime, clock: datetime, reference_since: datetime | None = None) -> Training:
+        """Train a challenger for ``policy`` (registered in ``settings``' model); the record of it."""
         self.lake.flush()
-        result: TrainResult | None = None
-        error = None
+        version, val_metrics, error = None, {}, None
         wall = time.perf_counter()
         with TreeCpu() as cpu:
             try:
                 request = TrainRequest(since=since, until=until, trigger=trigger,
                                        reason=f"bench policy={policy}: {reason}", reference_since=reference_since)
-                result = run_training(self.settings, request, spark=self.spark)
+                result = train_challenger(settings, request, actor=policy, spark=self.spark)
+                version, val_metrics = result.version, dict(result.metrics)
             except MlopsError as err:
                 error = str(err).splitlines()[0]
         if error is not None and not spark_alive(self.spark):
             raise SystemExit(f"Spark's JVM is gone (killed, out of memory?) during a {policy} training: the "
                              "policies would be compared on failures of the machine, not their own; run again")
         training = Training(policy, trigger, reason, clock, since, until, time.perf_counter() - wall, cpu.seconds,
-                            peak_rss_gb=cpu.peak_rss / 1e9, error=error)
-        if result is None:
-            training.rss_after_gb = psutil.Process().memory_info().rss / 1e9
-            self.report(f"  [{policy}] training on {since:%d %H:%M}..{until:%d %H:%M} failed: {error} "
-                        f"(rss peak {training.peak_rss_gb:.1f}GB)")
-            return training, None
-        training.version, training.val_metrics = result.version, dict(result.metrics)
-        model = self.model(result.version)
+                            peak_rss_gb=cpu.peak_rss / 1e9, version=version, val_metrics=val_metrics, error=error)
         training.rss_after_gb = psutil.Process().memory_info().rss / 1e9
-        self.report(f"  [{policy}] trained v{result.version} on {since:%d %H:%M}..{until:%d %H:%M} in "
-                    f"{training.wall_s:.0f}s wall / {training.cpu_s:.0f}s CPU (val f1 {result.metrics['f1']:.3f}; "
-                    f"rss peak {training.peak_rss_gb:.1f}GB, after {training.rss_after_gb:.1f}GB)")
-        return training, model
+        if version is None:
+            self.report(f"  [{policy}] training on {since:%d %H:%M}..{until:%d %H:%M} failed: {error}")
+        else:
+            self.report(f"  [{policy}] trained v{version} on {since:%d %H:%M}..{until:%d %H:%M} in "
+                        f"{training.wall_s:.0f}s wall / {training.cpu_s:.0f}s CPU (val f1 "
+                        f"{val_metrics.get('f1', float('nan')):.3f}; rss peak {training.peak_rss_gb:.1f}GB)")
+        return training
 
-    def model(self, version: str) -> LoadedModel:
-        if version not in self._models:
-            self._models[version] = load_version(self.settings, version)
-        return self._models[version]
+    def model(self, settings: Settings, version: str) -> LoadedModel:
+        key = (settings.mlflow.registered_model, version)
+        if key not in self._models:
+            self._models[key] = load_version(settings, version)
+        return self._models[key]
+
+    def register_copy(self, settings: Settings, source: LoadedModel) -> str:
+        """Register ``source`` (the initial model) under ``settings``' model as its champion; the new version."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+        original = client.get_model_version(source.name, source.version)
+        name = settings.mlflow.registered_model
+        client.create_registered_model(name)
+        copy = client.create_model_version(name, str(original.source), run_id=original.run_id, tags=original.tags)
+        client.set_registered_model_alias(name, "champion", copy.version)
+        return str(copy.version)
 
 
 @dataclass
@@ -197,9 +220,8 @@ class Serving:
 
 @dataclass
 class Candidate:
-    """A trained challenger waiting for fresh labelled data to be judged on."""
+    """A scheduled challenger waiting for fresh labelled data to be judged on."""
 
-    model: LoadedModel
     training: Training
     next_poll: datetime
 
@@ -212,18 +234,19 @@ class Policy:
     def __init__(self, stream: Stream, trainer: Trainer, initial: LoadedModel, report: Report) -> None:
         self.stream = stream
         self.trainer = trainer
-        self.settings = trainer.settings
+        self.settings = policy_settings(trainer.settings, self.name)
         self.report = report
-        self.champion = initial
+        self.champion = trainer.model(self.settings, trainer.register_copy(self.settings, initial))
         n = len(stream.readings)
         self.probability = np.full(n, np.nan)
         self.decision = np.full(n, -1, dtype=np.int64)
-        self.served = [Serving(stream.history_readings, initial.version, stream.time_of(stream.history_readings))]
+        self.served = [Serving(stream.history_readings, self.champion.version,
+                               stream.time_of(stream.history_readings))]
+        self.initial_version = self.champion.version
         self.trainings: list[Training] = []
-        self.candidate: Candidate | None = None
         self.monitor_cpu_s = 0.0
         self._next_reading = stream.history_readings
-        self._scored_version = initial.version
+        self._scored_version = self.champion.version
 
     # --- scoring ----------------------------------------------------------------------------
     def score(self, rows: range) -> None:
@@ -236,81 +259,48 @@ class Policy:
         self._scored_version = self.champion.version
 
     def observe(self, events: range) -> None:
-        """See the block's events in publish order (only the drift loop watches them)."""
+        """See the block's events in publish order (only the closed loop watches them)."""
 
     def step(self, clock: datetime) -> None:
         """Act at the end of a block whose newest reading is at event time ``clock``."""
 
-    # --- training, gate, promotion ----------------------------------------------------------
+    # --- the use case: train, gate, promote ---------------------------------------------------
     def train(self, trigger: Trigger, reason: str, since: datetime, until: datetime, clock: datetime,
-              reference_since: datetime | None = None) -> None:
-        training, model = self.trainer.train(self.name, trigger, reason, since, until, clock, reference_since)
+              reference_since: datetime | None = None) -> Training:
+        training = self.trainer.train(self.settings, self.name, trigger, reason, since, until, clock,
+                                      reference_since)
         self.trainings.append(training)
-        if model is None:
-            self.finished()
-            return
-        self.candidate = Candidate(model, training, clock)
+        return training
 
-    def judge_candidate(self, clock: datetime, use_gate: bool = True) -> None:
-        """Gate the waiting challenger once enough labelled data newer than its training window is in."""
-        candidate = self.candidate
-        if candidate is None or clock < candidate.next_poll:
-            return
-        training = candidate.training
-        if not use_gate:
-            self.promote(candidate.model, clock, "promoted without a gate")
-            return
-        policy = self.settings.policy
-        data = self.evaluation_data(candidate, clock)
-        if data is None:
-            return
-        gate = evaluate_gate(policy, candidate.model, self.champion, data)
-        training.gate, training.decided = gate, clock
-        if gate.promote:
-            self.promote(candidate.model, clock, gate.summary())
-        else:
-            self.report(f"  [{self.name}] {clock:%d %H:%M} v{candidate.model.version} rejected: {gate.summary()}")
-            self.candidate = None
-            self.finished()
-
-    def evaluation_data(self, candidate: Candidate, clock: datetime) -> pd.DataFrame | None:
-        """Labelled lake data after the training window, or None (and a later poll) while there is too little."""
-        policy = self.settings.policy
-        candidate.next_poll = clock + EVALUATION_POLL
+    def evaluation_data(self, version: str, after: datetime) -> pd.DataFrame | None:
+        """Labelled lake data newer than ``after`` for the challenger and the champion, once there is enough."""
         self.trainer.lake.flush()
+        models = [self.trainer.model(self.settings, version), self.champion]
         try:
-            data = lake_evaluation_data(self.settings, [candidate.model, self.champion], candidate.training.until)
+            data = lake_evaluation_data(self.settings, models, after)
         except PolicyError:
             return None  # labels are late: nothing labelled after the window yet
-        if len(data) < policy.min_evaluation_rows or data["label"].nunique() < 2:
+        if not evaluation_ready(self.settings.policy, len(data), int(data["label"].nunique())):
             return None
         return data
 
-    def promote(self, model: LoadedModel, clock: datetime, why: str) -> None:
-        assert self.candidate is not None
-        previous = self.champion
-        self.candidate.training.promoted, self.candidate.training.decided = True, clock
-        self.champion = model
-        self.served.append(Serving(self._next_reading, model.version, clock))
-        self.report(f"  [{self.name}] {clock:%d %H:%M} v{model.version} replaces v{previous.version}: {why}")
-        self.candidate = None
-        self.promoted(previous)
-        self.finished()
+    def gate(self, training: Training, data: pd.DataFrame | None, clock: datetime, force: bool = False) -> Verdict:
+        """The product's gate and promotion for ``training``'s challenger; a promoted one serves from the next block."""
+        assert training.version is not None
+        verdict = gate_and_promote(self.settings, training.version, actor=self.name, reason=training.reason,
+                                   evaluation_data=data, force=force)
+        training.decided, training.promoted = clock, verdict.promoted
+        training.gate = verdict.decision.summary() if verdict.decision else verdict.reason.splitlines()[0]
+        if verdict.promoted:
+            self.serve(training.version, clock, f"replaces v{self.champion.version}: {training.gate}")
+        else:
+            self.report(f"  [{self.name}] {clock:%d %H:%M} v{training.version} rejected: {training.gate}"[:240])
+        return verdict
 
-    def promoted(self, previous: LoadedModel) -> None:
-        """Hook: a new champion serves from the next block on."""
-
-    def finished(self) -> None:
-        """Hook: a retraining has been decided on (promoted, rejected or failed)."""
-
-    def roll_back(self, to: LoadedModel, clock: datetime, why: str) -> None:
-        self.champion = to
-        self.served.append(Serving(self._next_reading, to.version, clock))
-        self.report(f"  [{self.name}] {clock:%d %H:%M} rolled back to v{to.version}: {why}")
-
-
-EVALUATION_POLL = timedelta(minutes=15)
-"""How often (event time) a waiting challenger checks the lake for fresh labelled data."""
+    def serve(self, version: str, clock: datetime, why: str) -> None:
+        self.champion = self.trainer.model(self.settings, version)
+        self.served.append(Serving(self._next_reading, version, clock))
+        self.report(f"  [{self.name}] {clock:%d %H:%M} v{version} {why}"[:240])
 
 
 class Static(Policy):
@@ -320,18 +310,25 @@ class Static(Policy):
 class Schedule(Policy):
     """Retrain every ``every`` of event time, like ``mlops scheduler`` with a fixed cron."""
 
-    name = "schedule"
-
     def __init__(self, stream: Stream, trainer: Trainer, initial: LoadedModel, report: Report,
                  every: timedelta, use_gate: bool) -> None:
+        self.name = f"every {_hours(every)}"
         super().__init__(stream, trainer, initial, report)
         self.every = every
         self.use_gate = use_gate
         self.next_due = stream.time_of(stream.history_readings) + every
-        self.window = parse_duration(self.settings.policy.retrain_window)
+        self.window = duration(self.settings.policy.retrain_window)
+        self.candidate: Candidate | None = None
 
     def step(self, clock: datetime) -> None:
-        self.judge_candidate(clock, self.use_gate)
+        candidate = self.candidate
+        if candidate is not None and clock >= candidate.next_poll:
+            candidate.next_poll = clock + EVALUATION_POLL
+            data = None if not self.use_gate else self.evaluation_data(str(candidate.training.version),
+                                                                       candidate.training.until)
+            if data is not None or not self.use_gate:
+                self.gate(candidate.training, data, clock, force=not self.use_gate)
+                self.candidate = None
         if clock < self.next_due:
             return
         while self.next_due <= clock:  # coalesce: a missed run fires once
@@ -340,22 +337,19 @@ class Schedule(Policy):
             self.report(f"  [{self.name}] {clock:%d %H:%M} skipped: the previous challenger is still being judged")
             return
         until = clock + timedelta(seconds=1)
-        self.train("schedule", f"every {self.every}", until - self.window, until, clock)
+        training = self.train("schedule", f"every {_hours(self.every)}", until - self.window, until, clock)
+        if training.version is not None:
+            self.candidate = Candidate(training, clock)
 
 
-@dataclass
-class Probation:
-    """A champion the loop just promoted, watched against the one it replaced."""
-
-    previous: LoadedModel
-    windows_left: int
-    worse_windows: int = 0
+def _hours(every: timedelta) -> str:
+    return f"{every / timedelta(hours=1):g}h"
 
 
-class DriftLoop(Policy):
-    """The product's closed loop: monitor windows -> RetrainPolicy -> training -> gate -> promotion."""
+class ClosedLoop(Policy):
+    """The product's closed loop: monitor windows -> the monitor's judgement -> LoopCore -> its commands."""
 
-    name = "drift loop"
+    name = "loop"
 
     def __init__(self, stream: Stream, trainer: Trainer, initial: LoadedModel, report: Report,
                  baseline_metric: float | None) -> None:
@@ -367,14 +361,12 @@ class DriftLoop(Policy):
         self.join = LabelJoin(features.horizon_cycles, features.cycle_seconds, policy.label_lateness_s,
                               s.monitor.max_pending_per_device)
         self.performance = PerformanceWindows(policy.window_size)
-        self.policy = RetrainPolicy(policy)
-        self.baseline_metric = baseline_metric
-        self.drift_started: datetime | None = None
-        self.waiting_since: datetime | None = None
-        """Drift start of a triggered retraining that waits for ``retrain_min_window`` of drifted data."""
-        self.probation: Probation | None = None
+        self.core = LoopCore(policy, champion=self.champion.version, baseline_metric=baseline_metric)
         self.window_log: list[dict[str, Any]] = []
-        self._references: dict[str, pd.DataFrame] = {}
+        self._references: dict[str, judge.ModelReference] = {}
+        self._replaced: dict[str, LoadedModel] = {}
+        """Per version: the version it replaced (the monitor scores it on the same events, for probation)."""
+        self._trainings: dict[str, Training] = {}
         self._matrices: dict[tuple[str, ...], np.ndarray] = {}
 
     # --- the monitor ------------------------------------------------------------------------
@@ -410,92 +402,105 @@ class DriftLoop(Policy):
         return [w for w in (self.performance.add(j) for j in judged) if w is not None]
 
     def on_window(self, window: ClosedWindow) -> None:
-        """What the monitor and the controller do with one closed window."""
+        """What ``mlops loop run`` does with one closed window: judge it, hand it to the core, act."""
         cpu = time.process_time()
-        signal = self._signal(window)
+        result = self._judge(window)
         self.monitor_cpu_s += time.process_time() - cpu
-        clock = window.end_time
-        if window.model_version != self.champion.version:
-            return  # a replaced model's window says nothing about the champion (the controller's rule)
-        if self.policy.why_bad(signal) is not None and not self.policy.streaks.get(signal.stream):
-            self.drift_started = window.start_time
-        decision = self.policy.observe(signal, clock)
+        commands = self.core.on_window(result)
+        notes = [c for c in commands if isinstance(c, Note) and c.window_id == str(result.window_id)]
+        decision = notes[0] if notes else None
+        metric = (result.metrics or {}).get(self.settings.policy.primary_metric)
         self.window_log.append({"kind": window.kind, "version": window.model_version,
                                 "start": window.start_time.isoformat(), "end": window.end_time.isoformat(),
-                                "drift_share": signal.drift_share, "metric": signal.metric,
-                                "trigger": decision.trigger, "reason": decision.reason})
-        if decision.bad_streak or decision.trigger:
-            self.report(f"  [{self.name}] {clock:%d %H:%M} {window.kind} window v{window.model_version}: "
+                                "drift_share": result.drift_share, "drifted": getattr(result, "drifted", None),
+                                "metric": metric, "trigger": bool(decision and decision.kind == "trigger"),
+                                "reason": decision.reason if decision else None})
+        if decision is not None and (decision.bad_streak or decision.kind == "trigger"):
+            self.report(f"  [{self.name}] {window.end_time:%d %H:%M} {window.kind} window v{window.model_version}: "
                         f"{decision.reason}"[:200])
-        if decision.trigger:
-            self.policy.retraining_started(clock)
-            self.waiting_since = self.drift_started or clock
+        self.execute(commands, window.end_time)
 
-    def _signal(self, window: ClosedWindow) -> WindowSignal:
-        frame = pd.DataFrame.from_records([p.features for p in window.predictions])
-        probability = [p.probability for p in window.predictions]
-        decisions = [p.decision for p in window.predictions]
+    def _judge(self, window: ClosedWindow) -> Any:
         window_id = f"{window.kind}-{window.model_version}-{window.end_time:%d%H%M}"
         if window.kind == "performance":
-            assert window.labels is not None
-            metrics, _ = drift.performance(window.labels, probability, decisions)
-            metric = metrics.get(self.settings.policy.primary_metric)
-            self._judge_probation(window, frame, metric)
-            return WindowSignal(window_id, metric=metric,
-                                baseline_metric=self.baseline_metric if metric is not None else None)
-        reference = self._reference(window.model_version)
-        frame["probability"] = probability
-        features = [c for c in frame.columns if c != "probability"]
-        outcome = drift.data_drift(frame, reference, features, self.settings.policy.drift_threshold,
-                                   reference.get("probability"), self.settings.policy.feature_drift_threshold)
-        return WindowSignal(window_id, drift_share=outcome.drift_share)
+            judged = judge.judge_performance(window, self.settings.policy,
+                                             previous=self._replaced.get(window.model_version))
+        else:
+            reference = self._reference(window.model_version)
+            judged = judge.judge_drift(window, reference, self.settings.policy)
+        from dataclasses import replace
 
-    def _reference(self, version: str) -> pd.DataFrame:
+        return replace(judged.result, window_id=window_id)
+
+    def _reference(self, version: str) -> judge.ModelReference:
         if version not in self._references:
-            self._references[version] = drift.load_reference(self.settings, self.champion.name, version)
+            self._references[version] = judge.load_model_reference(self.settings, self.champion.name, version)
         return self._references[version]
 
-    # --- the controller ---------------------------------------------------------------------
+    # --- the core's commands, executed in event time ------------------------------------------
     def step(self, clock: datetime) -> None:
-        self.judge_candidate(clock)
-        if self.waiting_since is None:
+        self.execute(self.core.tick(clock), clock)
+
+    def execute(self, commands: list[Command], clock: datetime) -> None:
+        queue = list(commands)
+        while queue:
+            command = queue.pop(0)
+            if isinstance(command, Note):
+                if command.details.get("follow_up"):
+                    self.window_log.append({"kind": "follow-up", "version": command.model_version,
+                                            "start": clock.isoformat(), "end": clock.isoformat(),
+                                            "drift_share": None, "metric": None,
+                                            "trigger": command.kind == "trigger", "reason": command.reason})
+                    self.report(f"  [{self.name}] {clock:%d %H:%M} {command.reason}"[:200])
+            elif isinstance(command, Retrain):
+                training = self.train("drift", command.reason, command.since, command.until, clock,
+                                      command.drift_started)
+                if training.version is None:
+                    queue += self.core.retrain_failed(training.error or "training failed", clock)
+                else:
+                    self._trainings[training.version] = training
+                    queue += self.core.retrained(training.version,
+                                                 training.val_metrics.get(self.settings.policy.primary_metric), clock)
+            elif isinstance(command, Evaluate):
+                data = self.evaluation_data(command.version, command.after)
+                if data is None:
+                    continue  # the core asks again at its next poll
+                previous = self.champion
+                verdict = self.gate(self._trainings[command.version], data, clock)
+                if verdict.promoted:
+                    self._replaced[command.version] = previous
+                    queue += self.core.promoted(command.version, previous.version, clock)
+                else:
+                    queue += self.core.rejected(command.version, verdict.reason, clock)
+            elif isinstance(command, Rollback):
+                from mlops.registry import promotion
+
+                promotion.rollback(self.settings, command.to_version, actor=self.name, reason=command.reason)
+                self.serve(command.to_version, clock, f"rolled back: {command.reason}")
+                self.window_log.append({"kind": "rollback", "version": command.to_version, "start": clock.isoformat(),
+                                        "end": clock.isoformat(), "drift_share": None, "metric": None,
+                                        "trigger": False, "reason": command.reason})
+                queue += self.core.rolled_back(command.to_version, clock)
+
+
+class Oracle(Policy):
+    """In hindsight: the initial model before the onset, then one model trained on [onset, end) with every label."""
+
+    name = "oracle"
+
+    def fit(self, clock: datetime) -> None:
+        """Train on the whole post-onset regime (call after the stream ended) and rescore its readings."""
+        onset = self.stream.onset
+        if onset is None:
             return
-        policy = self.settings.policy
-        if not drifted_data_ready(policy, self.waiting_since, clock):
-            return  # training now would see mostly pre-drift data
-        drift_started = self.waiting_since
-        since, until = drift_training_window(policy, drift_started, clock + timedelta(seconds=1))
-        self.waiting_since = None
-        self.train("drift", "drift or performance windows (RetrainPolicy)", since, until, clock, drift_started)
-
-    def finished(self) -> None:
-        self.policy.retraining_finished()
-
-    def promoted(self, previous: LoadedModel) -> None:
-        self.policy.streaks.clear()  # the old model's bad windows say nothing about the new one
-        self.probation = Probation(previous, self.settings.policy.probation_windows)
-        training = self.trainings[-1]
-        self.baseline_metric = training.val_metrics.get(self.settings.policy.primary_metric)
-
-    def _judge_probation(self, window: ClosedWindow, frame: pd.DataFrame, metric: float | None) -> None:
-        """The controller's rollback: the new champion against the one it replaced, on the same events."""
-        probation = self.probation
-        if probation is None or metric is None or window.model_version != self.champion.version:
-            return
-        previous = probation.previous
-        probability = previous.predict_proba(frame.reindex(columns=previous.spec.feature_names())
-                                             .to_numpy(dtype=np.float64))
-        assert window.labels is not None
-        old, _ = drift.performance(window.labels, probability.tolist(),
-                                   (probability >= previous.threshold).astype(int).tolist())
-        primary = self.settings.policy.primary_metric
-        if primary in old and metric < old[primary] - self.settings.policy.guard_tolerance:
-            probation.worse_windows += 1
-        probation.windows_left -= 1
-        if probation.worse_windows >= self.settings.policy.consecutive_windows:
-            self.probation = None
-            self.policy.streaks.clear()
-            self.roll_back(previous, window.end_time, f"worse than v{previous.version} in "
-                                                      f"{probation.worse_windows} windows")
-        elif probation.windows_left <= 0:
-            self.probation = None
+        end = self.stream.time_of(len(self.stream.readings) - 1) + timedelta(seconds=1)
+        training = self.train("manual", "hindsight oracle: the post-onset regime with all its labels",
+                              onset.event_time, end, clock, onset.event_time)
+        if training.version is None:
+            raise SystemExit(f"the oracle did not train: {training.error}")
+        training.promoted, training.decided = True, onset.event_time
+        model = self.trainer.model(self.settings, training.version)
+        rows = range(onset.reading, len(self.stream.readings))
+        self.champion = model
+        self.score(rows)
+        self.served.append(Serving(onset.reading, model.version, onset.event_time))

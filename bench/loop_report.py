@@ -2,6 +2,7 @@
 
 Every figure is computed from the true label of each live reading (the complete ground truth of
 the run, censored readings left out) and the decision the policy's serving model made for it.
+"of oracle" divides a policy's post-onset figure by the hindsight oracle's on the same readings.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from loop_policies import Policy, Static
+from loop_policies import Oracle, Policy, Static
 from loop_stream import Stream
 from sklearn.metrics import f1_score
 
@@ -26,22 +27,19 @@ class Row:
     """One policy's line of the table."""
 
     policy: str
-    accuracy_before: float
-    accuracy_after: float
     f1_before: float
     f1_after: float
-    auc_accuracy_h: float
-    """Area under the hourly accuracy curve over the live stream, in accuracy x hours."""
-    retrainings: int
-    promotions: int
-    train_wall_s: float
-    train_cpu_s: float
-    monitor_cpu_s: float
+    f1_of_oracle: float | None
+    """Post-onset f1 / the oracle's."""
+    accuracy_after: float
+    accuracy_of_oracle: float | None
     onset_to_better_h: float | None
     """Event time from the drift onset until a model better than the static one (f1) served."""
-    onset_to_better_readings: int | None
-    gain_per_retraining: float | None
-    """(accuracy after drift - the static model's) / retrainings."""
+    retrainings: int
+    promotions: int
+    train_cpu_s: float
+    train_wall_s: float
+    monitor_cpu_s: float
 
 
 def _scores(truth: np.ndarray, decision: np.ndarray) -> tuple[float, float]:
@@ -99,18 +97,18 @@ def onset_to_better(stream: Stream, policy: Policy, static: Policy, margin: floa
 
 
 def detection(stream: Stream, window_log: list[dict[str, object]]) -> str:
-    """The drift loop's detection delay: its first trigger after the onset, in event time and readings."""
+    """The loop's detection delay: its first detection (not a follow-up retraining) after the onset."""
     if stream.onset is None:
         return "no drift onset in this stream"
     onset = stream.onset.event_time
-    triggers = [pd.Timestamp(str(w["end"])) for w in window_log if w["trigger"]]
+    triggers = [pd.Timestamp(str(w["end"])) for w in window_log if w["trigger"] and w["kind"] != "follow-up"]
     after = [t for t in triggers if t >= onset]
     before = len(triggers) - len(after)
     if not after:
-        return f"drift loop: no trigger after the onset ({before} before it)"
+        return f"loop: no trigger after the onset ({before} before it)"
     first = after[0]
     readings = int(np.count_nonzero((stream.time_ns >= pd.Timestamp(onset).value) & (stream.time_ns <= first.value)))
-    return (f"drift loop: first trigger {(first - pd.Timestamp(onset)) / pd.Timedelta(hours=1):.2f} h of event time "
+    return (f"loop: first trigger {(first - pd.Timestamp(onset)) / pd.Timedelta(hours=1):.2f} h of event time "
             f"({readings} readings) after the onset; {before} trigger(s) before the onset (false alarms)")
 
 
@@ -122,27 +120,43 @@ def table(stream: Stream, policies: list[Policy], margin: float) -> list[Row]:
     before[onset:] = False
     after[:onset] = False
     static = next(p for p in policies if isinstance(p, Static))
-    static_after, _ = _scores(stream.truth[after], static.decision[after])
+    oracle = next((p for p in policies if isinstance(p, Oracle)), None)
+    oracle_acc, oracle_f1 = _scores(stream.truth[after], oracle.decision[after]) if oracle else (None, None)
     rows = []
     for policy in policies:
-        acc_before, f1_before = _scores(stream.truth[before], policy.decision[before])
+        _, f1_before = _scores(stream.truth[before], policy.decision[before])
         acc_after, f1_after = _scores(stream.truth[after], policy.decision[after])
-        curve = accuracy_curve(stream, policy)
-        retrainings = len(policy.trainings)
-        hours, readings = onset_to_better(stream, policy, static, margin)
+        hours, _readings = onset_to_better(stream, policy, static, margin)
         rows.append(Row(
-            policy=policy.name, accuracy_before=acc_before, accuracy_after=acc_after, f1_before=f1_before,
-            f1_after=f1_after, auc_accuracy_h=float((curve["accuracy"] * curve["hours"]).sum()),
-            retrainings=retrainings, promotions=sum(t.promoted for t in policy.trainings),
-            train_wall_s=sum(t.wall_s for t in policy.trainings), train_cpu_s=sum(t.cpu_s for t in policy.trainings),
-            monitor_cpu_s=policy.monitor_cpu_s, onset_to_better_h=hours, onset_to_better_readings=readings,
-            gain_per_retraining=(acc_after - static_after) / retrainings if retrainings else None,
+            policy=policy.name, f1_before=f1_before, f1_after=f1_after,
+            f1_of_oracle=f1_after / oracle_f1 if oracle_f1 else None, accuracy_after=acc_after,
+            accuracy_of_oracle=acc_after / oracle_acc if oracle_acc else None, onset_to_better_h=hours,
+            retrainings=len(policy.trainings), promotions=sum(t.promoted for t in policy.trainings),
+            train_cpu_s=sum(t.cpu_s for t in policy.trainings), train_wall_s=sum(t.wall_s for t in policy.trainings),
+            monitor_cpu_s=policy.monitor_cpu_s,
         ))
     return rows
 
 
-HEADER = ("policy", "acc before", "acc after", "f1 before", "f1 after", "AUC acc*h", "retrains", "promoted",
-          "train wall s", "train CPU s", "monitor CPU s", "onset->better h", "(readings)", "gain/retrain")
+def medians(runs: list[list[Row]]) -> list[Row]:
+    """Per policy (in the first run's order), the median of every figure over the runs that have one."""
+    names = [row.policy for row in runs[0]]
+    out = []
+    for name in names:
+        rows = [row for run in runs for row in run if row.policy == name]
+        values: dict[str, object] = {"policy": name}
+        for key, first in asdict(rows[0]).items():
+            if key == "policy":
+                continue
+            present = [getattr(r, key) for r in rows if getattr(r, key) is not None]
+            median = float(np.median(present)) if present else None
+            values[key] = round(median) if isinstance(first, int) and median is not None else median
+        out.append(Row(**values))  # type: ignore[arg-type]
+    return out
+
+
+HEADER = ("policy", "f1 before", "f1 after", "f1 of oracle", "acc after", "acc of oracle", "onset->better h",
+          "retrains", "promoted", "train CPU s", "train wall s", "monitor CPU s")
 
 
 def format_table(rows: list[Row]) -> str:
@@ -161,7 +175,8 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-COLOURS = {"static": "tab:gray", "schedule": "tab:blue", "drift loop": "tab:green"}
+COLOURS = {"static": "tab:gray", "loop": "tab:green", "oracle": "black"}
+"""Fixed colours; the schedules take the next ones of matplotlib's cycle."""
 
 
 def plot(stream: Stream, policies: list[Policy], drift_windows: list[dict[str, object]], drift_threshold: float,
@@ -173,8 +188,9 @@ def plot(stream: Stream, policies: list[Policy], drift_windows: list[dict[str, o
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    others = iter(["tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive"])
     for lane, policy in enumerate(policies):
-        colour = COLOURS.get(policy.name, "black")
+        colour = COLOURS.get(policy.name) or next(others, "tab:cyan")
         curve = accuracy_curve(stream, policy)
         curve = curve[curve["n"] >= MIN_PLOTTED]  # a stub hour at the end says nothing
         top.plot(curve["start"] + BUCKET / 2, curve["accuracy"], marker=".", color=colour, label=policy.name)
@@ -194,10 +210,10 @@ def plot(stream: Stream, policies: list[Policy], drift_windows: list[dict[str, o
     top.set_title(title + "\nx = retraining started, ^ = promoted (dotted line)", fontsize=10)
     top.legend(loc="lower right")
     top.grid(alpha=0.3)
-    shares = [w for w in drift_windows if w["kind"] == "drift" and w["drift_share"] is not None]
+    shares = [w for w in drift_windows if w["kind"] == "drift" and w.get("drift_share") is not None]
     if shares:
         bottom.plot([pd.Timestamp(str(w["end"])) for w in shares], [w["drift_share"] for w in shares],
-                    marker=".", color=COLOURS["drift loop"], label="drift loop: drift share per window")
+                    marker=".", color=COLOURS["loop"], label="loop: drift share per window")
     bottom.axhline(drift_threshold, color="black", linestyle=":", linewidth=1, label="drift threshold")
     bottom.set_ylabel("drift share")
     bottom.set_xlabel("event time (UTC)")

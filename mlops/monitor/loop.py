@@ -149,6 +149,11 @@ def drifted_data_ready(policy: PolicySettings, drift_started: datetime | None, c
     return drift_started is None or clock >= drift_started + duration(policy.retrain_min_window)
 
 
+def evaluation_ready(policy: PolicySettings, rows: int, classes: int) -> bool:
+    """Enough fresh labelled data for the gate: ``min_evaluation_rows`` rows with both classes."""
+    return rows >= policy.min_evaluation_rows and classes >= 2
+
+
 def window_signal(result: WindowLike, policy: PolicySettings,
                   baseline_metric: float | None) -> WindowSignal | str:
     """What the policy reads from one window, or why the window judges nothing."""
@@ -289,8 +294,8 @@ class LoopCore:
         return self._tick()
 
     def evaluation_ready(self, rows: int, classes: int) -> bool:
-        """Enough fresh labelled data for the gate: ``min_evaluation_rows`` rows with both classes."""
-        return rows >= self.settings.min_evaluation_rows and classes >= 2
+        """Enough fresh labelled data for the gate (:func:`evaluation_ready`)."""
+        return evaluation_ready(self.settings, rows, classes)
 
     def promoted(self, version: str, previous: str | None, now: datetime | None = None) -> list[Command]:
         """The gate promoted the candidate ``version``, replacing ``previous``."""
