@@ -301,7 +301,7 @@ class LoopRun:
 
     def _train_initial(self) -> str:
         from mlops.data.lake import read_table
-        from mlops.registry import promotion
+        from mlops.monitor.retraining import gate_and_promote
 
         readings = read_table(self.settings, "readings")
         since, until = readings["event_time"].min(), readings["event_time"].max()
@@ -312,7 +312,9 @@ class LoopRun:
                                      until.to_pydatetime() + (until - since) * 0.001, "initial model (demo history)",
                                      log_path, self.timeout_s)
         version = str(result["version"])
-        promotion.promote(self.settings, version, actor="demo", reason="initial model", force=True)
+        verdict = gate_and_promote(self.settings, version, actor="demo", reason="initial model", force=True)
+        if not verdict.promoted:
+            raise TrainingError(f"the initial model (version {version}) could not be promoted: {verdict.reason}")
         self.report(self._stamp(f"initial model: version {version} ({result['family']}, val f1 "
                                 f"{result['metrics'].get('f1', float('nan')):.3f}, trained in "
                                 f"{result['duration_s']:.0f}s), now champion"))
