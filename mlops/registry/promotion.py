@@ -225,7 +225,7 @@ class _ChampionChange:
         self._moved_to = target
 
     def _undo(self, failure: BaseException) -> None:
-        """The audit row did not commit: move the alias back, so that neither change stays."""
+        """The audit row did not commit: move the alias back, so that neither change stays, and say so."""
         target, self._moved_to = self._moved_to, None
         where = f"model {self.name!r}: the audit row for the move to version {target} did not commit ({failure})"
         try:
@@ -244,6 +244,9 @@ class _ChampionChange:
             _publish(self.settings, ModelEvent(model=self.name, action="rollback", version=self.current,
                                                previous_version=target, actor=self.actor,
                                                reason="undo: " + self.reason))
+        if isinstance(failure, Exception):  # an interrupt stays an interrupt
+            raise db.DatabaseError(f"{where}; the champion alias was moved back to version {self.current}: "
+                                   "nothing was changed") from failure
 
 
 def _run_gate(settings: Settings, client: Any, version: str, actor: str, reason: str,
