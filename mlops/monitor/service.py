@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
@@ -82,6 +82,7 @@ class Monitor:
                  on_status: Callable[[MonitorStatus], None] | None = None, status_every_s: float = 1.0) -> None:
         self.settings = settings
         self.group_id = group_id or settings.monitor.group_id
+        self._context = f"monitor (group {self.group_id})"
         self.topics = settings.kafka.topics
         policy, features = settings.policy, settings.features
         self.windows = WindowBuilder(policy.window_mode, policy.window_size, policy.window_seconds,
@@ -130,14 +131,10 @@ class Monitor:
         last_record, last_status = time.monotonic(), 0.0
         try:
             while not (stop is not None and stop.is_set()):
-                messages = consumer.consume(500, timeout=self.settings.monitor.poll_timeout_s)
+                # Errors go to the one policy: logged and retried, or fatal and the monitor stops.
+                messages = kafka.consume(consumer, 500, self.settings.monitor.poll_timeout_s, self._context)
                 closed: list[ClosedWindow] = []
                 for message in messages:
-                    error = message.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer error", error=str(error))
-                        continue
                     last_record = time.monotonic()
                     closed.extend(self._handle(message, dead))
                 for window in closed:
@@ -207,7 +204,7 @@ class Monitor:
         offsets = [TopicPartition(tp.topic, tp.partition, min(tp.offset, held.get((tp.topic, tp.partition), tp.offset)))
                    for tp in positions if tp.offset >= 0]
         if offsets:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            kafka.commit(consumer, offsets, self._context)  # refused (a rebalance): the next batch commits
 
     # --- judging a window -------------------------------------------------------------------
     def _judge(self, window: ClosedWindow) -> tuple[WindowResult, Callable[[], Any]]:
