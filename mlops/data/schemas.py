@@ -27,7 +27,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from mlops.errors import ValidationError
@@ -42,6 +42,14 @@ MAX_SENSORS = 256
 EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 """Event times outside [1970, 2200) are corrupt clocks, not data."""
+_EPOCH_RANGE = (EARLIEST_EVENT_TIME.timestamp(), LATEST_EVENT_TIME.timestamp())
+# What the validators below accept, for the OpenAPI schema of the REST API (which takes readings).
+_EVENT_TIME_SCHEMA = {"anyOf": [
+    {"type": "string", "format": "date-time", "pattern": "^(197[1-9]|19[89][0-9]|20[0-9]{2}|21[0-8][0-9]|219[0-8])-",
+     "description": "with a timezone"},
+    {"type": "number", "minimum": _EPOCH_RANGE[0], "exclusiveMaximum": _EPOCH_RANGE[1],
+     "description": "epoch seconds"},
+]}
 
 # Strict numbers: JSON true/false and numeric strings are wrong types, not numbers; NaN, infinity
 # and magnitudes beyond MAX_ABS_VALUE are corrupt. pydantic-core checks all of it natively, which
@@ -53,9 +61,9 @@ Measurements = Annotated[dict[str, Number], Field(max_length=MAX_SENSORS)]
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
-    schema_version: int
+    schema_version: int = Field(json_schema_extra={"enum": list[Any](sorted(SUPPORTED_VERSIONS))})
     device_id: str = Field(min_length=1, max_length=128)
-    event_time: datetime
+    event_time: Annotated[datetime, WithJsonSchema(_EVENT_TIME_SCHEMA)]
 
     @field_validator("schema_version", mode="before")
     @classmethod
@@ -74,6 +82,9 @@ class _Event(BaseModel):
         if isinstance(value, int | float):
             if not math.isfinite(value):
                 raise ValueError("must be finite")
+            if not _EPOCH_RANGE[0] <= value < _EPOCH_RANGE[1]:  # before fromtimestamp, which overflows on 1e20
+                raise ValueError(f"epoch seconds {value} are outside the range [{EARLIEST_EVENT_TIME.year}, "
+                                 f"{LATEST_EVENT_TIME.year})")
             return datetime.fromtimestamp(value, tz=UTC)
         return value
 
@@ -95,6 +106,12 @@ class Reading(_Event):
 
     device_type: str = Field(min_length=1, max_length=64)
     cycle: int = Field(ge=0, strict=True)
+
+    @field_validator("cycle", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        # JSON has one number type: 12.0 is the integer 12 (JSON Schema agrees); 12.5 and "12" are not.
+        return int(value) if isinstance(value, float) and value.is_integer() else value
     sensors: Measurements = Field(min_length=1)
     settings: Measurements = Field(default_factory=dict)
 

@@ -368,11 +368,19 @@ def create_app(settings: Settings, keeper: ModelKeeper | None = None) -> FastAPI
                        request)
 
     generate_openapi = app.openapi
+    described_sensors: tuple[str, ...] | None = None
 
     def openapi() -> dict[str, Any]:
-        # The predict body's schema is declared by hand (openapi_extra): add the models it refers to.
-        if app.openapi_schema is None:
-            generate_openapi().setdefault("components", {}).setdefault("schemas", {}).update(body_schemas)
+        # The predict body's schema is declared by hand (openapi_extra): add the models it refers to,
+        # requiring the sensors the serving model needs (rebuilt when a swap changes them).
+        nonlocal described_sensors
+        current = keeper.serving
+        sensors = tuple(current.model.spec.sensors) if current is not None else ()
+        if app.openapi_schema is None or sensors != described_sensors:
+            app.openapi_schema = None
+            schemas = m.with_sensors(body_schemas, sensors) if sensors else body_schemas
+            generate_openapi().setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+            described_sensors = sensors
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -6,6 +6,8 @@ API accepts exactly what the scorer accepts on ``iot.readings``.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
@@ -14,7 +16,8 @@ from mlops.data.schemas import Reading
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict types too: the schema says boolean and string, so "yes" and 1 are refused, not coerced.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _shape(value: Any) -> str:
@@ -44,6 +47,18 @@ def predict_request(max_batch: int) -> tuple[TypeAdapter[Any], dict[str, Any], d
     body = {"required": True, "content": {"application/json": {"schema": schema}},
             "description": f"One reading, or a JSON array of 1..{max_batch} readings (the stream's schema)."}
     return adapter, {"requestBody": body}, definitions
+
+
+def with_sensors(definitions: dict[str, Any], sensors: Sequence[str]) -> dict[str, Any]:
+    """The predict body's schemas for a champion that needs ``sensors``: a reading without one of
+    them is refused (422), so the schema requires them, and says so again when a swap changes them."""
+    reading = copy.deepcopy(definitions["Reading"])
+    measured = reading["properties"]["sensors"]
+    measured["properties"] = {name: measured["additionalProperties"] for name in sensors}
+    measured["required"] = list(sensors)
+    measured["minProperties"] = max(measured.get("minProperties", 0), len(sensors))
+    measured["description"] = f"Must include the serving model's sensors {list(sensors)}; others are ignored."
+    return {**definitions, "Reading": reading}
 
 
 class Prediction(BaseModel):
@@ -111,14 +126,19 @@ class StatusResponse(BaseModel):
     model_version: str | None = None
 
 
+# Registry versions count from 1; one spelling per version (no leading zeros), because aliases and
+# the audit trail compare versions as strings.
+VERSION_PATTERN = r"^[1-9][0-9]*$"
+
+
 class PromoteRequest(_Strict):
-    version: str = Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")
+    version: str = Field(min_length=1, max_length=32, pattern=VERSION_PATTERN)
     reason: str = Field(min_length=1, max_length=1000)
     force: bool = Field(False, description="Skip the evaluation gate.")
 
 
 class RollbackRequest(_Strict):
-    to_version: str | None = Field(None, min_length=1, max_length=32, pattern=r"^[0-9]+$",
+    to_version: str | None = Field(None, min_length=1, max_length=32, pattern=VERSION_PATTERN,
                                    description="Default: the champion before the current one.")
     reason: str = Field(min_length=1, max_length=1000)
 
@@ -152,4 +172,5 @@ AUTH: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "Wrong API key."},
     404: {"model": ErrorResponse, "description": "Unknown model version."},
     409: {"model": ErrorResponse, "description": "Refused: the evaluation gate or the audit trail says no."},
+    503: {"model": ErrorResponse, "description": "The registry or the audit database cannot be reached."},
 }
