@@ -70,3 +70,27 @@ def services(service_settings):  # type: ignore[no-untyped-def]
 @pytest.fixture()
 def topic_name() -> Iterator[str]:
     yield unique("test-topic")
+
+
+API_KEY = "test-key"
+API_MAX_BATCH = 5
+
+
+@pytest.fixture(scope="module")
+def api_settings(services, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A model of the module's own with two registered versions, the first the champion, and the
+    topics the API uses; the API key is API_KEY and a batch holds at most API_MAX_BATCH readings."""
+    from mlops import kafka
+    from mlops.registry.promotion import promote
+    from tests.helpers_models import register_model
+    from tests.integration.test_promotion import registry_settings
+
+    settings = registry_settings(services, tmp_path_factory.mktemp("api"), unique("api"), api_key=API_KEY,
+                                 max_batch=API_MAX_BATCH)
+    wanted = {settings.kafka.topics.model_events, settings.kafka.topics.readings, settings.kafka.topics.predictions,
+              settings.kafka.topics.dlq}
+    kafka.ensure_topics(settings.kafka, [t for t in kafka.design_topics(settings.kafka) if t.name in wanted])
+    first = register_model(settings, seed=1, alias=None)
+    second = register_model(settings, seed=2, alias=None)
+    promote(settings, first, actor="test", reason="setup", force=True)
+    return settings, [first, second]

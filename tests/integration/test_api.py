@@ -18,28 +18,25 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from mlops import kafka
 from mlops.config import Settings
 from mlops.features import feast_repo
 from mlops.features.compute import features_frame
 from mlops.registry.loader import LoadedModel, load_version
-from mlops.registry.promotion import promote, rollback
+from mlops.registry.promotion import rollback
 from mlops.serve.api import create_app
-from tests.conftest import free_port, unique
+from tests.conftest import API_KEY, API_MAX_BATCH, free_port, unique
 from tests.helpers_models import (
     SPEC,
     CommittedReader,
     fleet_readings,
     produce_readings,
     reading,
-    register_model,
 )
-from tests.integration.test_promotion import registry_settings
 
 pytestmark = pytest.mark.integration
 
-KEY = "test-key"
-MAX_BATCH = 5
+KEY = API_KEY
+MAX_BATCH = API_MAX_BATCH
 
 
 def wait_until(condition: Any, timeout_s: float, what: str) -> Any:
@@ -50,19 +47,6 @@ def wait_until(condition: Any, timeout_s: float, what: str) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"not within {timeout_s}s: {what}")
-
-
-@pytest.fixture(scope="module")
-def api_settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[str]]:
-    settings = registry_settings(services, tmp_path_factory.mktemp("api"), unique("api"), api_key=KEY,
-                                 max_batch=MAX_BATCH)
-    wanted = {settings.kafka.topics.model_events, settings.kafka.topics.readings, settings.kafka.topics.predictions,
-              settings.kafka.topics.dlq}
-    kafka.ensure_topics(settings.kafka, [t for t in kafka.design_topics(settings.kafka) if t.name in wanted])
-    first = register_model(settings, seed=1, alias=None)
-    second = register_model(settings, seed=2, alias=None)
-    promote(settings, first, actor="test", reason="setup", force=True)
-    return settings, [first, second]
 
 
 @pytest.fixture(scope="module")
