@@ -14,7 +14,8 @@ forbids unknown keys so a typo fails with the key and the file named. The fleet 
 ``drift`` (absent for a stationary fleet) switches a share of the devices, each at a time spread
 over ``[onset_cycle, onset_cycle + ramp_cycles]``, to a new regime: a different wear rate, a
 different degradation signature (which sensors move as wear grows: a new fault mode), a sensor
-recalibration (offset/scale: input drift), or a new device type name.
+recalibration (offset/scale: input drift, in full at once or growing linearly over
+``recalibration_ramp_cycles``: sensors whose calibration drifts), or a new device type name.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class LabelTiming(_Strict):
 
 
 class Drift(_Strict):
-    kind: Literal["wear_regime", "recalibration", "fault_mode"]
+    kind: Literal["recalibration", "gradual_drift", "fault_mode", "wear_regime"]
     onset_cycle: int = Field(ge=0)
     """Cycles of event time after the start at which the new regime begins (the recorded onset)."""
     ramp_cycles: int = Field(0, ge=0)
@@ -100,6 +101,9 @@ class Drift(_Strict):
     signature: dict[str, float] | None = None
     """Replaces the degradation signature (sensor shift at wear 1) of switched devices."""
     recalibration: dict[str, Recalibration] = {}
+    recalibration_ramp_cycles: int = Field(0, ge=0)
+    """0: a switched device reads with the full recalibration from its switch on; else the offset and
+    the scale's departure from 1 grow linearly from nothing to full over this many cycles after it."""
     device_type: str | None = None
     """Switched devices report this device type from their switch on."""
 

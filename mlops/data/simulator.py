@@ -97,6 +97,8 @@ class Simulator:
         onset_tick = (drift.onset_cycle if drift else 0) + np.floor(spread).astype(np.int64)
         self._switch_tick = np.where(affected, onset_tick, NEVER)
         self._regime = np.zeros(devices, dtype=np.int64)
+        self._regime_since = np.full(devices, NEVER, dtype=np.int64)
+        """Tick at which each device entered the new regime (its recalibration ramp starts there)."""
 
         self._wear = np.zeros(devices)
         self._cycle = np.zeros(devices, dtype=np.int64)
@@ -159,7 +161,7 @@ class Simulator:
 
         switching = self._switch_tick <= tick
         if sc.drift is not None and sc.drift.takes_effect == "immediately":
-            self._regime = np.where(switching, 1, self._regime)
+            self._enter_new_regime(switching, tick)
         self._load = np.clip(self._load + load_step, *LOAD_RANGE)
         seconds = (now - self.start_time).total_seconds()
         ambient = 20.0 + 5.0 * np.sin(2 * np.pi * seconds / DAY_S) + self._ambient_offset
@@ -167,7 +169,7 @@ class Simulator:
                   + np.outer(ambient - 20.0, self._ambient_coef)
                   + self._signatures[self._regime] * (self._wear ** 2)[:, None] + noise * self._noise)
         recalibrated = self._regime[:, None] == 1
-        values = np.where(recalibrated, values * self._recal_scale + self._recal_offset, values)
+        values = np.where(recalibrated, self._recalibrate(values, tick), values)
 
         values = np.round(values, 4).tolist()
         loads, ambients = np.round(self._load, 4).tolist(), np.round(ambient, 3).tolist()
@@ -189,6 +191,18 @@ class Simulator:
                 self._schedule_label(Label(schema_version=SCHEMA_VERSION, device_id=self._device_ids[d],
                                            event_time=next_time, kind=ended[d]))  # type: ignore[arg-type]
         self._start_new_lives(tick, up, ended, new_life_factor, switching)
+
+    def _enter_new_regime(self, entering: np.ndarray, tick: int) -> None:
+        self._regime_since = np.where(entering & (self._regime == 0), tick, self._regime_since)
+        self._regime = np.where(entering, 1, self._regime)
+
+    def _recalibrate(self, values: np.ndarray, tick: int) -> np.ndarray:
+        """What the sensors of the new regime read: the recalibration, in part while it still ramps up."""
+        ramp = self.scenario.drift.recalibration_ramp_cycles if self.scenario.drift else 0
+        if ramp == 0:
+            return values * self._recal_scale + self._recal_offset
+        progress = np.clip((tick - self._regime_since + 1) / ramp, 0.0, 1.0)[:, None]
+        return values * (1.0 + (self._recal_scale - 1.0) * progress) + self._recal_offset * progress
 
     def _advance(self, tick: int, up: np.ndarray, u_fail: np.ndarray, u_maint: np.ndarray) -> list[str]:
         """Wear every device that is up by one cycle; return per device how its life ends ('' = it goes on)."""
@@ -213,7 +227,7 @@ class Simulator:
         self._cycle = np.where(done, 0, self._cycle)
         self._life_factor = np.where(done, new_life_factor, self._life_factor)
         if self.scenario.drift is not None and self.scenario.drift.takes_effect == "next_life":
-            self._regime = np.where(done & switching, 1, self._regime)
+            self._enter_new_regime(done & switching, tick + 1 + self.scenario.wear.repair_cycles)
 
     def _schedule_label(self, label: Label) -> None:
         heapq.heappush(self._pending, (label.event_time + self.label_delay, self._label_seq, label))
