@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
@@ -196,8 +196,10 @@ class Scorer:
         """Where to start each partition so that the windows are rebuilt before scoring resumes."""
         assert self.state is not None
         lookback = self.settings.scorer.state_lookback
-        committed = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions],
-                                       timeout=KAFKA_TIMEOUT_S)
+        # A broker that restarts answers neither until its group coordinator has loaded: wait for
+        # it (as for a transactional call) rather than let the rebalance callback kill the process.
+        committed = _retrying(lambda: consumer.committed(
+            [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=KAFKA_TIMEOUT_S))
         positions = []
         for tp in committed:
             key = (tp.topic, tp.partition)
@@ -208,8 +210,8 @@ class Scorer:
                 self.state.drop([key])
                 positions.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
                 continue
-            low, _high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                        timeout=KAFKA_TIMEOUT_S)
+            low, _high = _retrying(lambda tp=tp: consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=KAFKA_TIMEOUT_S))
             self.state.begin_replay(key, tp.offset)
             positions.append(TopicPartition(tp.topic, tp.partition, max(low, tp.offset - lookback)))
         return positions
@@ -364,13 +366,15 @@ class Scorer:
 
 
 def _retrying(call: Callable[[], Any]) -> Any:
-    """Call again while the client says the error is retriable (as confluent-kafka documents)."""
+    """Call again while the error is transient: retriable as the client says, or a local time-out
+    (a broker restarting), until ``RETRY_DEADLINE_S``; then raise."""
     deadline = time.monotonic() + RETRY_DEADLINE_S
     while True:
         try:
             return call()
         except KafkaException as exc:
             error = exc.args[0]
-            if not error.retriable() or time.monotonic() > deadline:
+            transient = error.retriable() or error.code() == KafkaError._TIMED_OUT
+            if not transient or time.monotonic() > deadline:
                 raise
-            log.warning("retrying transactional call", error=error)
+            log.warning("retrying kafka call", error=error)
