@@ -19,6 +19,7 @@ process with the same transactional.id fenced us) stop the scorer with a clear e
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import time
@@ -210,8 +211,9 @@ class Scorer:
                 self.state.drop([key])
                 positions.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
                 continue
-            low, _high = _retrying(lambda tp=tp: consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=KAFKA_TIMEOUT_S))
+            partition = TopicPartition(tp.topic, tp.partition)
+            low, _high = _retrying(functools.partial(consumer.get_watermark_offsets, partition,
+                                                     timeout=KAFKA_TIMEOUT_S))
             self.state.begin_replay(key, tp.offset)
             positions.append(TopicPartition(tp.topic, tp.partition, max(low, tp.offset - lookback)))
         return positions
