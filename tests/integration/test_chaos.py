@@ -58,13 +58,19 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _stream(settings: Settings, values: list[tuple[bytes, str]], done: threading.Event,
-            errors: list[str]) -> None:
-    """Publish at RATE with one idempotent producer; it rides out the broker's restart by retrying."""
+def _stream(settings: Settings, values: list[tuple[bytes, str]], hold_at: int, release: threading.Event,
+            done: threading.Event, errors: list[str]) -> None:
+    """Publish at RATE with one idempotent producer; it rides out the broker's restart by retrying.
+
+    The last records wait for ``release`` (every fault injected), so the faults land mid-stream
+    however slowly a loaded machine restarts the processes."""
     producer = kafka.producer(settings.kafka)
     pacer = Pacer(RATE)
     topic = settings.kafka.topics.readings
-    for value, key in values:
+    for index, (value, key) in enumerate(values):
+        if index == hold_at and not release.wait(600):
+            errors.append("the faults were not all injected within 600 s")
+            break
         pacer.wait()
         kafka.produce(producer, topic, value, key,
                       on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
@@ -112,8 +118,10 @@ def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: 
     out = CommittedReader(settings, settings.kafka.topics.predictions)
     scorer_log, sink_log = tmp_path / "scorer.log", tmp_path / "sink.log"
     group = unique("g")
-    done, publish_errors = threading.Event(), []
-    streamer = threading.Thread(target=_stream, args=(settings, values, done, publish_errors), daemon=True)
+    done, release, publish_errors = threading.Event(), threading.Event(), []
+    hold_at = int(len(values) * 0.8)  # past the last kill point (75,000 predictions)
+    streamer = threading.Thread(target=_stream, args=(settings, values, hold_at, release, done, publish_errors),
+                                daemon=True)
     scorer = _start(["score", "--group", group, "--instance", "0"], settings, scorer_log)
     sink = _start(["lake-sink", "--batch-rows", "2000"], settings, sink_log)
     faults: list[str] = []
@@ -130,6 +138,7 @@ def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: 
             faults.append(f"scorer@{len(out.records)}")
             scorer = _start(["score", "--group", group, "--instance", "0"], settings, scorer_log)
         assert not done.is_set(), "the stream ended before the last fault: faults must land mid-stream"
+        release.set()
         streamer.join(300)
         assert done.is_set() and not publish_errors, publish_errors[:3]
         out.wait_for(len(readings), timeout_s=300, alive=lambda p=scorer: p.poll() is None)
@@ -143,6 +152,7 @@ def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: 
         print(scorer_log.read_text()[-5000:], sink_log.read_text()[-3000:])
         raise
     finally:
+        release.set()
         _stop(scorer)
         _stop(sink)
     try:
