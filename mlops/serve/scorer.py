@@ -340,17 +340,31 @@ class Scorer:
             for message, reason in dead:
                 self._dead.send_message(message, reason, producer=producer)
             tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            # A timed-out send_offsets is aborted, not retried: after a broker restart the retried
+            # call can wait forever for a request the old coordinator never answered (seen in the
+            # chaos test). Nothing is committed yet, so the abort and re-read lose nothing.
             _retrying(lambda: producer.send_offsets_to_transaction(
-                tps, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S))
+                tps, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S), retry_timeouts=False)
             _retrying(lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
             return True
         except KafkaException as exc:
             error = exc.args[0]
-            if not error.txn_requires_abort():
+            timed_out = error.code() == KafkaError._TIMED_OUT
+            if not (error.txn_requires_abort() or timed_out):
                 raise FatalKafkaError(f"{self._context}: transaction failed fatally: {error} (another process "
                                       "with the same transactional.id?)", code=error.code(), name=error.name()) from exc
             log.warning("transaction aborted; rewinding", error=error, partitions=len(offsets))
-            _retrying(lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+            try:
+                _retrying(lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+            except KafkaException as failed:
+                if not timed_out:
+                    raise
+                # The broker restarted under the transaction and this client can no longer end it
+                # (INVALID_TXN_STATE). A new producer with the same transactional.id fences it and
+                # aborts the open transaction on the broker, exactly as a restarted process would.
+                log.warning("transactional producer reopened", error=failed.args[0])
+                producer.purge()
+                self._producer = self._open_producer()
             self.summary.aborted += 1
             self.metrics.aborted.inc()
             self._rewind()
@@ -367,16 +381,17 @@ class Scorer:
                 self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, high - tp.offset))
 
 
-def _retrying(call: Callable[[], Any]) -> Any:
+def _retrying(call: Callable[[], Any], retry_timeouts: bool = True) -> Any:
     """Call again while the error is transient: retriable as the client says, or a local time-out
-    (a broker restarting), until ``RETRY_DEADLINE_S``; then raise."""
+    (a broker restarting) unless ``retry_timeouts`` is False, until ``RETRY_DEADLINE_S``; then raise."""
     deadline = time.monotonic() + RETRY_DEADLINE_S
     while True:
         try:
             return call()
         except KafkaException as exc:
             error = exc.args[0]
-            transient = error.retriable() or error.code() == KafkaError._TIMED_OUT
+            timed_out = error.code() == KafkaError._TIMED_OUT
+            transient = retry_timeouts if timed_out else error.retriable()
             if not transient or time.monotonic() > deadline:
                 raise
             log.warning("retrying kafka call", error=error)
