@@ -68,7 +68,8 @@ def replay(
     mapping: Annotated[Path, typer.Option("--mapping", "-m", help="Column-mapping YAML (configs/replay/).")],
     speed: Annotated[float | None, typer.Option("--speed", help="Readings per second of wall time (default: as "
                                                                 "fast as possible).")] = None,
-    labels_from: Annotated[str | None, typer.Option("--labels-from", help="failure | rul | none (default: the "
+    labels_from: Annotated[str | None, typer.Option("--labels-from", help="failure | flag | failure_time | rul | "
+                                                                          "rul_column | none (default: the "
                                                                           "mapping's labels.default).")] = None,
     rul_file: Annotated[Path | None, typer.Option("--rul-file", help="RUL file for --labels-from rul (default: "
                                                                      "from the mapping).")] = None,
@@ -76,11 +77,11 @@ def replay(
 ) -> None:
     """Replay a recorded file into the readings and labels topics in event-time order."""
     from mlops.data.publish import publish
-    from mlops.data.replay import load_mapping, replay_events
+    from mlops.data.replay import LABEL_SOURCES, load_mapping, replay_events
     from mlops.errors import ConfigError
 
-    if labels_from not in (None, "failure", "rul", "none"):
-        raise ConfigError(f"--labels-from {labels_from!r}: expected failure, rul or none")
+    if labels_from is not None and labels_from not in LABEL_SOURCES:
+        raise ConfigError(f"--labels-from {labels_from!r}: expected one of {', '.join(LABEL_SOURCES)}")
     settings = settings_for(profile)
     rules = load_mapping(mapping)
     events = replay_events(file, rules, settings.features.cycle_seconds, labels_from,  # type: ignore[arg-type]
