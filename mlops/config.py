@@ -212,6 +212,9 @@ class FeatureSettings(_Section):
     """Event time between two readings of one device; turns the horizon into event time."""
     sensors: list[str] | None = None
     """Sensors the features use; None: every sensor column the training data holds (non-constant)."""
+    device_types: list[str] | None = None
+    """Device types the model is for: training reads only their readings. None: every type in the
+    window, which must then share their sensors (a lake of two fleets names the types and fails)."""
 
 
 class PolicySettings(_Section):
@@ -258,6 +261,12 @@ class PolicySettings(_Section):
     label_lateness_s: float = Field(600.0, ge=0)
     """How late a failure label may arrive: a prediction at t is judged negative only once the monitor's
     event-time clock passes t + horizon + this."""
+    min_window_positives: int = Field(20, ge=1)
+    """Fewest positive labels a performance window needs for f1/precision/recall: with n positives a
+    window's recall has a standard error up to 0.5/sqrt(n), 0.11 at 20 (mlops/monitor/judge.py)."""
+    false_alarm_rate: float = Field(1 / 30, gt=0)
+    """False drift triggers per day of a stationary stream that the calibrated drift threshold allows
+    (mlops/monitor/calibration.py)."""
 
 
 class ApiSettings(_Section):
@@ -365,7 +374,7 @@ class DemoSettings(_Section):
     scenario: str = "recalibration"
     devices: int = Field(20, ge=1)
     seed: int = 1
-    history_readings: int = Field(8000, ge=100)
+    history_readings: int = Field(28_800, ge=100)
     """Readings published (fast) before the stream, to train the initial model on."""
     rate: float = Field(100.0, gt=0)
     """Readings per second of the live stream."""

@@ -29,6 +29,10 @@ from mlops.data.scenarios import Scenario
 from mlops.data.schemas import SCHEMA_VERSION, Label, Reading
 
 LOAD_RANGE = (0.4, 1.0)
+LOAD_REVERSION_TICKS = 120
+"""Each device's load wanders around its own set point and reverts to it with this time constant (in
+cycles): a mean-reverting walk, as duty cycles do. A free walk between the range's bounds took days
+to mix, so a "stationary" fleet kept reaching operating points no day of history had seen."""
 DAY_S = 86_400.0
 NEVER = np.iinfo(np.int64).max
 
@@ -82,6 +86,7 @@ class Simulator:
         self._type_offset = offsets[type_index]
         self._ambient_offset = rng.normal(0.0, 2.0, devices)
         self._load = rng.uniform(*LOAD_RANGE, devices)
+        self._load_set_point = self._load.copy()
 
         drift = scenario.drift
         self._signatures = np.array([[scenario.signature.get(s, 0.0) for s in self._sensors],
@@ -162,7 +167,8 @@ class Simulator:
         switching = self._switch_tick <= tick
         if sc.drift is not None and sc.drift.takes_effect == "immediately":
             self._enter_new_regime(switching, tick)
-        self._load = np.clip(self._load + load_step, *LOAD_RANGE)
+        self._load = np.clip(self._load + (self._load_set_point - self._load) / LOAD_REVERSION_TICKS + load_step,
+                             *LOAD_RANGE)
         seconds = (now - self.start_time).total_seconds()
         ambient = 20.0 + 5.0 * np.sin(2 * np.pi * seconds / DAY_S) + self._ambient_offset
         values = (self._base + self._type_offset + np.outer(self._load, self._load_coef)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import pandas as pd
 
 from mlops.config import Settings
 from mlops.errors import RegistryError, ValidationError
+from mlops.monitor.calibration import CALIBRATION_ARTIFACT, DriftCalibration
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 DRIFT_METHOD = "wasserstein"
@@ -67,6 +68,12 @@ class DriftOutcome:
     reference: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     drift_share_threshold: float = 0.0
     feature_threshold: float = 0.0
+    score: float | None = None
+    """The calibrated window statistic (:mod:`mlops.monitor.calibration`); None without a calibration."""
+    threshold: float | None = None
+    """The calibrated threshold ``score`` was judged against."""
+    drifted: bool | None = None
+    """The calibrated verdict, ``score >= threshold``; None without a calibration."""
 
     def report(self) -> Any:
         """The Evidently ``Snapshot`` of the same tests, with its plots (seconds of CPU: call off the hot path)."""
@@ -87,9 +94,7 @@ class DriftOutcome:
                                                          _dataset(self.reference, columns))
 
 
-def load_reference(settings: Settings, model_name: str, version: str) -> pd.DataFrame:
-    """The reference sample the training job logged with a model version (``reference/reference.parquet``)."""
-    import mlflow
+def _run_id(settings: Settings, model_name: str, version: str) -> str:
     from mlflow import MlflowClient
 
     where = f"model {model_name!r} version {version}"
@@ -100,14 +105,37 @@ def load_reference(settings: Settings, model_name: str, version: str) -> pd.Data
         raise RegistryError(f"{where}: not found in the registry at {settings.mlflow.tracking_uri}: {err}") from err
     if not run_id:
         raise RegistryError(f"{where}: has no training run, so no reference data for drift")
+    return str(run_id)
+
+
+def load_reference(settings: Settings, model_name: str, version: str) -> pd.DataFrame:
+    """The reference sample the training job logged with a model version (``reference/reference.parquet``)."""
+    import mlflow
+
+    run_id = _run_id(settings, model_name, version)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REFERENCE_ARTIFACT,
                                                        dst_path=tmp, tracking_uri=settings.mlflow.tracking_uri)
         except Exception as err:
-            raise RegistryError(f"{where}: run {run_id} has no artifact {REFERENCE_ARTIFACT} "
-                                f"(the drift monitor's reference data; retrain with `mlops train`): {err}") from err
+            raise RegistryError(f"model {model_name!r} version {version}: run {run_id} has no artifact "
+                                f"{REFERENCE_ARTIFACT} (the drift monitor's reference data; retrain with "
+                                f"`mlops train`): {err}") from err
         return pd.read_parquet(Path(path))
+
+
+def load_calibration(settings: Settings, model_name: str, version: str) -> DriftCalibration | None:
+    """The drift calibration logged with a model version; None for a version registered before calibrations."""
+    import mlflow
+
+    run_id = _run_id(settings, model_name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CALIBRATION_ARTIFACT,
+                                                       dst_path=tmp, tracking_uri=settings.mlflow.tracking_uri)
+        except Exception:  # MLflow raises on a missing artifact; an old version simply has none
+            return None
+        return DriftCalibration.from_json(Path(path).read_text())
 
 
 def _dataset(frame: pd.DataFrame, columns: list[str]) -> Any:
@@ -133,9 +161,14 @@ def drift_score(reference: pd.Series, current: pd.Series) -> float:
 
 
 def data_drift(window: pd.DataFrame, reference: pd.DataFrame, features: list[str], drift_share: float,
-               prediction_reference: pd.Series | None = None, feature_threshold: float = 0.75) -> DriftOutcome:
+               prediction_reference: pd.Series | None = None, feature_threshold: float = 0.75,
+               calibration: DriftCalibration | None = None) -> DriftOutcome:
     """Drift of ``features`` in ``window`` against ``reference``, and of ``probability`` against
     ``prediction_reference`` (probabilities) when given. Milliseconds: no report is built here.
+
+    With ``calibration`` (the model version's, fitted on its training rows) the outcome also carries
+    the calibrated statistic, its threshold and the verdict (``drifted``); the drift share stays
+    the share of features past ``feature_threshold``, for display.
     """
     missing = [f for f in features if f not in reference.columns]
     if missing:
@@ -159,23 +192,50 @@ def data_drift(window: pd.DataFrame, reference: pd.DataFrame, features: list[str
             prediction_drift = None
     drifted = [f for f in features if scores[f] >= feature_threshold]
     share = len(drifted) / len(features) if features else 0.0
-    return DriftOutcome(share, drifted, share >= drift_share, prediction_drift, scores, current, ref,
-                        drift_share, feature_threshold)
+    outcome = DriftOutcome(share, drifted, share >= drift_share, prediction_drift, scores, current, ref,
+                           drift_share, feature_threshold)
+    if calibration is not None:
+        unknown = [f for f in calibration.features if f not in scores]
+        if unknown:
+            raise ValidationError(f"drift calibration covers feature(s) {unknown} the window lacks")
+        score = calibration.score(scores)
+        outcome = replace(outcome, score=score, threshold=calibration.threshold,
+                          drifted=score >= calibration.threshold)
+    return outcome
 
 
-def performance(labels: list[int], probabilities: list[float], decisions: list[int]) -> tuple[dict[str, float], Any]:
-    """Realised f1, precision, recall, accuracy, roc_auc (both classes present), positive rates."""
+def performance(labels: list[int], probabilities: list[float], decisions: list[int],
+                min_positives: int = 1) -> tuple[dict[str, float], Any]:
+    """Realised performance of the served ``decisions`` (the model's own threshold) against ``labels``.
+
+    f1, precision, recall and accuracy come from the decisions, roc_auc from the probabilities
+    (both classes present): one Evidently report over two classification definitions, so no
+    library threshold stands in for the model's. With fewer than ``min_positives`` positive labels
+    the window cannot say how well failures are caught: f1, precision, recall and roc_auc are
+    omitted and ``judged`` is 0.0 (1.0 otherwise). Always: accuracy, positive_rate,
+    predicted_positive_rate, n_labelled, n_positive.
+    """
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.metrics import Accuracy, F1Score, Precision, Recall, RocAuc
 
+    if not (len(labels) == len(probabilities) == len(decisions)) or not labels:
+        raise ValidationError(f"performance window: {len(labels)} labels, {len(probabilities)} probabilities and "
+                              f"{len(decisions)} decisions: need the same, non-zero number of each")
     frame = pd.DataFrame({"target": np.asarray(labels, dtype=int), "decision": np.asarray(decisions, dtype=int),
                           "probability": np.asarray(probabilities, dtype=float)})
+    n_positive = int(frame["target"].sum())
+    judged = n_positive >= min_positives
     both = frame["target"].nunique() == 2
-    definition = DataDefinition(classification=[BinaryClassification(
-        target="target", prediction_labels="decision", prediction_probas="probability" if both else None,
-        pos_label=1)])
+    definition = DataDefinition(classification=[
+        BinaryClassification(name="decisions", target="target", prediction_labels="decision", pos_label=1),
+        BinaryClassification(name="probabilities", target="target", prediction_probas="probability", pos_label=1)])
     names = {"F1Score": "f1", "Precision": "precision", "Recall": "recall", "Accuracy": "accuracy", "RocAuc": "roc_auc"}
-    items: list[Any] = [F1Score(), Precision(), Recall(), Accuracy()] + ([RocAuc()] if both else [])
+    items: list[Any] = [Accuracy(classification_name="decisions")]
+    if judged:
+        items += [F1Score(classification_name="decisions"), Precision(classification_name="decisions"),
+                  Recall(classification_name="decisions")]
+        if both:
+            items.append(RocAuc(classification_name="probabilities"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined precision on a window without predicted positives
         snapshot = Report(items).run(Dataset.from_pandas(frame, data_definition=definition), None)
@@ -188,4 +248,6 @@ def performance(labels: list[int], probabilities: list[float], decisions: list[i
     metrics["positive_rate"] = float(frame["target"].mean())
     metrics["predicted_positive_rate"] = float(frame["decision"].mean())
     metrics["n_labelled"] = float(len(frame))
+    metrics["n_positive"] = float(n_positive)
+    metrics["judged"] = 1.0 if judged else 0.0
     return metrics, snapshot

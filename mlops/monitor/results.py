@@ -1,10 +1,11 @@
 """Window results: the dataclass the loop consumes and the ``window_results`` table that keeps them.
 
 One shape for both kinds of window. A ``drift`` window fills the drift fields (share of drifted
-features, their names, Evidently's dataset-drift verdict, prediction drift); a ``performance``
-window fills ``metrics`` (f1, precision, recall, accuracy, roc_auc when both classes occur,
-positive_rate, predicted_positive_rate, n_labelled). Both carry the model version, the event-time
-span, the scored readings' offsets and the report files.
+features, their names, Evidently's dataset-drift verdict, prediction drift, and the calibrated
+statistic, its threshold and the verdict ``drifted``); a ``performance`` window fills ``metrics``
+(f1, precision, recall, accuracy, roc_auc when both classes occur, positive_rate,
+predicted_positive_rate, n_labelled, n_positive, judged: see :func:`mlops.monitor.drift.performance`).
+Both carry the model version, the event-time span, the scored readings' offsets and the report files.
 
 The table has its own declarative base (it is not part of the audit trail in :mod:`mlops.db`) and
 lives in the same database (``settings.database_url``); :func:`engine_for` creates it if needed.
@@ -45,6 +46,13 @@ class WindowResult:
     drifted_features: list[str] = field(default_factory=list)
     dataset_drift: bool | None = None
     prediction_drift: float | None = None
+    drift_score: float | None = None
+    """The calibrated drift statistic of the window (:mod:`mlops.monitor.calibration`)."""
+    drift_threshold: float | None = None
+    """The calibrated threshold ``drift_score`` was judged against (the model version's own)."""
+    drifted: bool | None = None
+    """The drift verdict the policy reads: ``drift_score >= drift_threshold``; None when the model
+    version has no calibration (then ``drift_share >= policy.drift_threshold`` decides)."""
     metrics: dict[str, float] | None = None
     window_id: int | None = None
     """Assigned when saved: increases over the database's life (the MLflow step of the window)."""
@@ -78,6 +86,9 @@ class WindowResultRow(Base):
     drifted_features: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     dataset_drift: Mapped[bool | None] = mapped_column(Boolean)
     prediction_drift: Mapped[float | None] = mapped_column(Float)
+    drift_score: Mapped[float | None] = mapped_column(Float)
+    drift_threshold: Mapped[float | None] = mapped_column(Float)
+    drifted: Mapped[bool | None] = mapped_column(Boolean)
     metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
     session_run_id: Mapped[str | None] = mapped_column(String(64))
     report_html: Mapped[str | None] = mapped_column(Text)
@@ -87,7 +98,8 @@ class WindowResultRow(Base):
 
 
 _COLUMNS = ("kind", "model_name", "model_version", "start_time", "end_time", "n_predictions", "source_offsets",
-            "drift_share", "drifted_features", "dataset_drift", "prediction_drift", "metrics", "session_run_id",
+            "drift_share", "drifted_features", "dataset_drift", "prediction_drift", "drift_score",
+            "drift_threshold", "drifted", "metrics", "session_run_id",
             "report_html", "report_json")
 
 
@@ -96,9 +108,25 @@ def engine_for(settings: Settings) -> Engine:
     from mlops import db
 
     try:
-        return db.get_engine(settings)
+        engine = db.get_engine(settings)
+        _add_missing_columns(engine)
     except SQLAlchemyError as err:
         raise ResultsError(f"database {settings.database_url!r}: cannot open or create its tables: {err}") from err
+    return engine
+
+
+_ADDED_COLUMNS = {"drift_score": "FLOAT", "drift_threshold": "FLOAT", "drifted": "BOOLEAN"}
+"""Columns added after the table's first release: a database created before them gains them here."""
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    from sqlalchemy import inspect, text
+
+    present = {c["name"] for c in inspect(engine).get_columns(WindowResultRow.__tablename__)}
+    with engine.begin() as conn:
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in present:
+                conn.execute(text(f"ALTER TABLE {WindowResultRow.__tablename__} ADD COLUMN {name} {kind}"))
 
 
 def save(engine: Engine, result: WindowResult) -> WindowResult:

@@ -12,12 +12,14 @@ written to disk and to the session's MLflow run on the report thread
 (:class:`~mlops.monitor.reports.ReportWriter`), so neither the consumer nor the loop controller
 waits for it. Stopping the monitor drains the reports still queued.
 
-Champion changes: windows are per model version and each version's drift is judged against that
-version's own reference data (loaded once per version from its MLflow run), so a new
+Judging: :mod:`mlops.monitor.judge` (the same functions the loop benchmark calls). Champion
+changes: windows are per model version and each version's drift is judged against that version's
+own reference data and drift calibration (loaded once per version from its MLflow run), so a new
 ``model_version`` in the predictions switches the reference by itself. Without a ``probability``
 column in the reference, the version's first window is the reference of its prediction drift.
 A performance window of a version that replaced another also carries the replaced version's metrics
-on the same events (``previous_f1``, ...), scored from the features the predictions carry.
+on the same events (``previous_f1``, ...), scored from the features the predictions carry at that
+model's own threshold.
 
 Delivery: at least once. Offsets are committed after every batch, but never past a prediction that
 an open window or the label join still holds, so a restart re-reads what was in memory; windows
@@ -32,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from confluent_kafka import TopicPartition
 
@@ -41,7 +42,7 @@ from mlops.config import Settings
 from mlops.data.schemas import parse_label
 from mlops.errors import MlopsError, ValidationError
 from mlops.log import get_logger
-from mlops.monitor import drift, reports, results
+from mlops.monitor import judge, reports, results
 from mlops.monitor.results import WindowResult
 from mlops.monitor.windows import (
     ClosedWindow,
@@ -50,8 +51,6 @@ from mlops.monitor.windows import (
     Position,
     WindowBuilder,
     parse_prediction,
-    predictions_frame,
-    source_offsets,
 )
 
 log = get_logger(__name__)
@@ -94,7 +93,7 @@ class Monitor:
         self._callbacks: list[WindowCallback] = []
         self._on_status = on_status
         self._status_every_s = status_every_s
-        self._references: dict[tuple[str, str], pd.DataFrame] = {}
+        self._references: dict[tuple[str, str], judge.ModelReference] = {}
         self._first_probabilities: dict[tuple[str, str], pd.Series] = {}
         self._replaced: dict[tuple[str, str], str] = {}  # version -> the version it replaced
         self._models: dict[tuple[str, str], Any] = {}
@@ -209,59 +208,41 @@ class Monitor:
     # --- judging a window -------------------------------------------------------------------
     def _judge(self, window: ClosedWindow) -> tuple[WindowResult, Callable[[], Any]]:
         """The window's result (without id yet) and the function that builds its Evidently snapshot."""
-        base = WindowResult(kind=window.kind, model_name=window.model_name, model_version=window.model_version,
-                            start_time=window.start_time, end_time=window.end_time,
-                            n_predictions=len(window.predictions), source_offsets=source_offsets(window.predictions))
-        frame = predictions_frame(window.predictions)
+        policy = self.settings.policy
         if window.kind == "performance":
-            assert window.labels is not None
-            metrics, snapshot = drift.performance(window.labels, frame["probability"].tolist(),
-                                                  frame["decision"].tolist())
-            metrics.update(self._previous_metrics(window, frame))
-            return replace(base, metrics=metrics), lambda: snapshot
+            judgement = judge.judge_performance(window, policy, self._previous_model(window))
+            return judgement.result, judgement.report
         version = (window.model_name, window.model_version)
         reference = self._reference(version)
-        features = [c for c in frame.columns if c not in ("probability", "decision")]
-        if "probability" in reference.columns:
-            prediction_reference: pd.Series | None = reference["probability"]
-        else:
+        prediction_reference = None
+        if "probability" not in reference.frame.columns:
             prediction_reference = self._first_probabilities.get(version)
             if prediction_reference is None:
-                self._first_probabilities[version] = frame["probability"]
-        outcome = drift.data_drift(frame, reference, features, self.settings.policy.drift_threshold,
-                                   prediction_reference, self.settings.policy.feature_drift_threshold)
-        result = replace(base, drift_share=outcome.drift_share, drifted_features=outcome.drifted_features,
-                         dataset_drift=outcome.dataset_drift, prediction_drift=outcome.prediction_drift)
-        return result, outcome.report
+                self._first_probabilities[version] = pd.Series([p.probability for p in window.predictions])
+        judgement = judge.judge_drift(window, reference, policy, prediction_reference)
+        return judgement.result, judgement.report
 
-    def _reference(self, version: tuple[str, str]) -> pd.DataFrame:
+    def _reference(self, version: tuple[str, str]) -> judge.ModelReference:
         if version not in self._references:
-            self._references[version] = drift.load_reference(self.settings, *version)
-            log.info("reference data loaded", model_name=version[0], model_version=version[1],
-                     rows=len(self._references[version]))
+            self._references[version] = judge.load_model_reference(self.settings, *version)
         return self._references[version]
 
-    def _previous_metrics(self, window: ClosedWindow, frame: pd.DataFrame) -> dict[str, float]:
-        """The replaced version's metrics on the same events (for rollback after a promotion)."""
+    def _previous_model(self, window: ClosedWindow) -> Any:
+        """The version this one replaced, to score the same events (for rollback after a promotion); None if none."""
         previous = self._replaced.get((window.model_name, window.model_version))
         if previous is None:
-            return {}
+            return None
         from mlops.registry.loader import load_version
 
         key = (window.model_name, previous)
-        try:
-            if key not in self._models:
+        if key not in self._models:
+            try:
                 self._models[key] = load_version(self.settings, previous, window.model_name)
-            model = self._models[key]
-            features = frame.reindex(columns=model.spec.feature_names())
-            probabilities = model.predict_proba(features.to_numpy(dtype=np.float64))
-        except (MlopsError, KeyError, ValueError) as err:
-            log.warning("cannot score the replaced version on this window", model_version=previous, error=str(err))
-            return {}
-        assert window.labels is not None
-        decisions = (probabilities >= model.threshold).astype(int)
-        metrics, _snapshot = drift.performance(window.labels, probabilities.tolist(), decisions.tolist())
-        return {f"previous_{k}": v for k, v in metrics.items() if k != "n_labelled"}
+            except (MlopsError, KeyError, ValueError) as err:
+                log.warning("cannot load the replaced version to score this window", model_version=previous,
+                            error=str(err))
+                return None
+        return self._models[key]
 
     # --- publishing -------------------------------------------------------------------------
     def _publish(self, result: WindowResult, snapshot: Callable[[], Any], engine: Any,
@@ -274,7 +255,8 @@ class Monitor:
         elif result.metrics is not None:
             self.status.latest_f1 = result.metrics.get("f1")
         log.info("window closed", window_id=result.window_id, kind=result.kind, model_version=result.model_version,
-                 n=result.n_predictions, drift_share=result.drift_share, drifted=len(result.drifted_features),
+                 n=result.n_predictions, drift_share=result.drift_share, drift_score=result.drift_score,
+                 drift_threshold=result.drift_threshold, drifted=result.drifted,
                  prediction_drift=result.prediction_drift, f1=(result.metrics or {}).get("f1"),
                  reports_pending=writer.pending)
         for callback in self._callbacks:

@@ -3,17 +3,22 @@
 Pure logic, no Kafka or MLflow: the monitor service feeds parsed events in and gets closed windows
 and judged predictions out, so every rule here is tested on synthetic data with an explicit clock.
 
-**Drift windows** (:class:`WindowBuilder`) hold the predictions of one model version:
+**Drift windows** (:class:`WindowBuilder`) hold the predictions of one model version and slide:
+a window closes every half window (``hop``), each holding a whole window, so a drift is judged on a
+full window of it within half a window:
 
-- ``count`` mode closes a window every ``window_size`` predictions;
-- ``time`` mode buckets predictions by event time into ``window_seconds`` tumbling windows that
-  close once the newest prediction is ``grace_s`` past their end; a prediction for a bucket that
-  already closed is counted as late and left out of drift (it still joins its label).
+- ``count`` mode closes a window of the newest ``window_size`` predictions every
+  ``window_size / 2`` predictions (the first once ``window_size`` are in);
+- ``time`` mode puts predictions by event time into ``window_seconds`` windows starting every
+  ``window_seconds / 2``, which close once the newest prediction is ``grace_s`` past their end; a
+  prediction for windows that all closed already is counted as late and left out of drift (it
+  still joins its label).
 
 Windows never mix model versions: drift is judged against the reference of the model that made the
 predictions. When the champion changes, the old version's open window is closed early once the
 stream has moved on (``window_size`` predictions of other versions, or the bucket's end in time
-mode); a window with fewer than ``min_window`` predictions is too small to judge and is dropped.
+mode); a window with fewer than ``min_window`` predictions no earlier window judged is too small
+to judge and is dropped.
 
 **The label join** (:class:`LabelJoin`) applies the label "fails within H" of docs/contracts.md to a
 prediction of device d at event time t, with span = H · cycle_seconds:
@@ -170,20 +175,36 @@ class ClosedWindow:
 class _Open:
     predictions: list[Prediction] = field(default_factory=list)
     last_seq: int = 0
+    fresh: int = 0
+    """Predictions not yet in any closed window (count mode)."""
+    closed_once: bool = False
+
+
+HOP_FRACTION = 0.5
+"""Drift windows slide: one closes every half window, each holding a whole window. A drift is
+judged on a full window within half a window of reaching it (mlops/monitor/calibration.py
+calibrates the threshold for windows at this hop)."""
 
 
 class WindowBuilder:
-    """Cuts the prediction stream into drift windows per model version (count or event-time mode)."""
+    """Cuts the prediction stream into sliding drift windows per model version (count or event-time mode).
+
+    ``hop``: the fraction of a window between the closes of two windows (1.0: tumbling windows).
+    """
 
     def __init__(self, mode: Literal["count", "time"], window_size: int, window_seconds: float,
-                 grace_s: float = 0.0, min_window: int = 2) -> None:
+                 grace_s: float = 0.0, min_window: int = 2, hop: float = HOP_FRACTION) -> None:
+        if not 0 < hop <= 1:
+            raise ValidationError(f"drift window hop {hop}: must be a fraction of a window in (0, 1]")
         self.mode = mode
         self.window_size = window_size
         self.window_s = window_seconds
+        self.hop_count = max(1, round(window_size * hop))
+        self.hop_s = window_seconds * hop
         self.grace_s = grace_s
         self.min_window = min_window
-        self._open: dict[tuple[str, str, int], _Open] = {}  # (model, version, bucket or 0) -> window
-        self._closed_buckets: dict[tuple[str, str], int] = {}  # newest bucket closed per model version
+        self._open: dict[tuple[str, str, int], _Open] = {}  # (model, version, window index or 0) -> window
+        self._closed_buckets: dict[tuple[str, str], int] = {}  # newest window index closed per model version
         self._seq = 0
         self.watermark: datetime | None = None
         self.counts: Counter[str] = Counter()
@@ -200,30 +221,42 @@ class WindowBuilder:
             window = self._open.setdefault(key, _Open())
             window.predictions.append(prediction)
             window.last_seq = self._seq
-            if len(window.predictions) >= self.window_size:
-                closed.append(self._close(key))
+            window.fresh += 1
+            if len(window.predictions) >= self.window_size and (not window.closed_once
+                                                                or window.fresh >= self.hop_count):
+                closed.append(self._emit(key))
             # A version that stopped predicting (champion changed) is closed once the stream moved on.
             stale = [k for k, w in self._open.items() if self._seq - w.last_seq >= self.window_size]
         else:
-            bucket = math.floor(prediction.event_time.timestamp() / self.window_s)
-            if bucket <= self._closed_buckets.get(version, -(10**12)):
+            # Window w covers [w * hop_s, w * hop_s + window_s): a prediction belongs to each that covers it.
+            t = prediction.event_time.timestamp()
+            newest = math.floor(t / self.hop_s)
+            indices = [w for w in range(newest - math.ceil(self.window_s / self.hop_s) + 1, newest + 1)
+                       if w * self.hop_s + self.window_s > t]
+            done = self._closed_buckets.get(version, -(10**12))
+            open_indices = [w for w in indices if w > done]
+            if not open_indices:
                 self.counts["late"] += 1
-            else:
-                window = self._open.setdefault((*version, bucket), _Open())
+            for w in open_indices:
+                window = self._open.setdefault((*version, w), _Open())
                 window.predictions.append(prediction)
                 window.last_seq = self._seq
             limit = self.watermark.timestamp() - self.grace_s
-            stale = [k for k in self._open if (k[2] + 1) * self.window_s <= limit]
-        for key in sorted(stale, key=lambda k: self._open[k].last_seq):
+            stale = [k for k in self._open if k[2] * self.hop_s + self.window_s <= limit]
+        for key in sorted(stale, key=lambda k: (self._open[k].last_seq, k[2])):
             window_or_none = self._close_if_big_enough(key)
             if window_or_none is not None:
                 closed.append(window_or_none)
         return closed
 
     def _close_if_big_enough(self, key: tuple[str, str, int]) -> ClosedWindow | None:
-        if len(self._open[key].predictions) >= self.min_window:
+        window = self._open[key]
+        # Count mode: only predictions no closed window judged yet make a window worth closing.
+        new = window.fresh if self.mode == "count" else len(window.predictions)
+        if new >= self.min_window and len(window.predictions) >= self.min_window:
             return self._close(key)
-        self.counts["too_small"] += len(self._open.pop(key).predictions)
+        self.counts["too_small"] += new
+        self._open.pop(key)
         self._mark_closed(key)
         return None
 
@@ -232,17 +265,28 @@ class WindowBuilder:
             version = (key[0], key[1])
             self._closed_buckets[version] = max(self._closed_buckets.get(version, key[2]), key[2])
 
+    def _emit(self, key: tuple[str, str, int]) -> ClosedWindow:
+        """Count mode: close the newest ``window_size`` predictions and keep the overlap for the next window."""
+        window = self._open[key]
+        predictions = window.predictions[-self.window_size:]
+        window.predictions = predictions[self.hop_count:] if self.hop_count < self.window_size else []
+        window.fresh, window.closed_once = 0, True
+        return self._window(key, predictions)
+
     def _close(self, key: tuple[str, str, int]) -> ClosedWindow:
         window = self._open.pop(key)
         self._mark_closed(key)
-        times = [p.event_time for p in window.predictions]
+        return self._window(key, window.predictions)
+
+    def _window(self, key: tuple[str, str, int], predictions: list[Prediction]) -> ClosedWindow:
+        times = [p.event_time for p in predictions]
         if self.mode == "time":
-            start = datetime.fromtimestamp(key[2] * self.window_s, tz=UTC)
+            start = datetime.fromtimestamp(key[2] * self.hop_s, tz=UTC)
             end = start + timedelta(seconds=self.window_s)
         else:
             start, end = min(times), max(times)
         self.counts["windows"] += 1
-        return ClosedWindow("drift", key[0], key[1], window.predictions, start, end)
+        return ClosedWindow("drift", key[0], key[1], predictions, start, end)
 
     def held(self) -> list[Prediction]:
         """Predictions in open windows (a restart must re-read them)."""

@@ -330,8 +330,8 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
     importance = plots.importance_table(fitted.pipeline, data.x_val, data.y_val, cfg.seed)
     mlflow.log_figure(plots.importance(importance), "plots/feature_importance.png")
     mlflow.log_dict({k: float(v) for k, v in importance.items()}, "plots/feature_importance.json")
-    _log_reference(fitted.pipeline, _regime(split.train, split.validation, request.reference_since, names),
-                   cfg.reference_rows, cfg.seed)
+    tags.update(_log_reference(settings, fitted.pipeline,
+                               _regime(split.train, split.validation, request.reference_since, names)))
 
     version = _register(settings, fitted.pipeline, data.x_train, tags, run.info.run_id)
     return TrainResult(run.info.run_id, name, version, best.candidate.family, dict(best.candidate.params), metrics,
@@ -353,7 +353,8 @@ def _regime(train: pd.DataFrame, validation: pd.DataFrame, since: datetime | Non
     Too few such rows (fewer than :data:`REFERENCE_MIN_ROWS`): the training part.
     """
     def rows(part: pd.DataFrame) -> pd.DataFrame:
-        return _features(part, names).assign(label=part[LABEL].to_numpy(dtype=np.int64))
+        return _features(part, names).assign(label=part[LABEL].to_numpy(dtype=np.int64),
+                                             event_time=pd.to_datetime(part["event_time"], utc=True).to_numpy())
 
     if since is None:
         return rows(train)
@@ -362,16 +363,40 @@ def _regime(train: pd.DataFrame, validation: pd.DataFrame, since: datetime | Non
     return rows(recent) if len(recent) >= REFERENCE_MIN_ROWS else rows(train)
 
 
-def _log_reference(pipeline: Any, rows: pd.DataFrame, size: int, seed: int) -> None:
-    """A seeded sample of ``rows`` (features + label) with the model's probability: the drift monitor's reference."""
+def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame) -> dict[str, str]:
+    """The drift monitor's reference and calibration, logged with the run; returns the tags to add.
+
+    Reference: a seeded sample of ``rows`` (features + label) with the model's probability.
+    Calibration: the drift statistic's threshold from the same rows' own null distribution
+    (:func:`mlops.monitor.calibration.calibrate`); too few rows for one log a warning and no
+    calibration (the monitor then falls back to the drift share).
+    """
     import mlflow
 
-    sample = rows.sample(n=min(size, len(rows)), random_state=seed).sort_index()
-    reference = sample.assign(probability=pipeline.predict_proba(sample.drop(columns="label"))[:, 1])
+    from mlops.errors import ValidationError
+    from mlops.monitor.calibration import CALIBRATION_ARTIFACT, CALIBRATION_TAG, calibrate, summary
+
+    cfg, policy = settings.train, settings.policy
+    features = [c for c in rows.columns if c not in (LABEL, "event_time")]
+    sample = rows.sample(n=min(cfg.reference_rows, len(rows)), random_state=cfg.seed).sort_index()
+    reference = sample[[*features, LABEL]].assign(probability=pipeline.predict_proba(sample[features])[:, 1])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
         reference.reset_index(drop=True).to_parquet(path, index=False)
         mlflow.log_artifact(str(path), "reference")
+    window = policy.window_size
+    if policy.window_mode == "time":  # the readings a window of window_seconds holds at the training rate
+        span_s = (rows["event_time"].max() - rows["event_time"].min()).total_seconds()
+        window = max(10, round(len(rows) / max(span_s, 1.0) * policy.window_seconds))
+    try:
+        calibration = calibrate(rows, features, window_size=window, false_alarm_rate=policy.false_alarm_rate,
+                                reference_rows=len(reference), seed=cfg.seed)
+    except ValidationError as err:
+        log.warning("no drift calibration for this model: the monitor will use the drift share", reason=str(err))
+        return {CALIBRATION_TAG: f"none: {err}"}
+    mlflow.log_text(calibration.to_json(), CALIBRATION_ARTIFACT)
+    mlflow.log_metrics(summary(calibration))
+    return {CALIBRATION_TAG: calibration.tag()}
 
 
 def _register(settings: Settings, pipeline: Any, x_train: pd.DataFrame, tags: dict[str, str], run_id: str) -> str:

@@ -44,7 +44,7 @@ def loop_run(services: Settings, tmp_path: Path, scenario: str, lines: list[str]
     from mlops import kafka
 
     kafka.ensure_topics(settings.kafka, kafka.design_topics(settings.kafka))
-    run = LoopRun(settings, scenario=scenario, devices=20, seed=1, history_readings=8000,
+    run = LoopRun(settings, scenario=scenario, devices=20, seed=1, history_readings=settings.demo.history_readings,
                   report=lines.append, env=as_environment(overrides), **options)
     return settings, run
 

@@ -76,7 +76,7 @@ def test_simulate_records_the_onset_offsets(services: Settings, tmp_path: Any) -
     record = simulate(settings, load_scenario("recalibration"), devices=4, seed=1, events=4 * 700)
     onset = record["onset"]
     onset_time = datetime.fromisoformat(onset["event_time"])
-    assert onset_time == load_scenario("recalibration").start_time + timedelta(minutes=600)
+    assert onset_time == load_scenario("recalibration").start_time + timedelta(minutes=1800)
     # The same seed replayed as a pure generator: the index of the first post-onset reading.
     sim = Simulator(load_scenario("recalibration"), devices=4, seed=1, cycle_seconds=60.0)
     generated = [e for e in sim.events(max_readings=4 * 700) if isinstance(e, Reading)]

@@ -75,6 +75,35 @@ def test_reference_of_another_feature_spec_is_refused() -> None:
         data_drift(frame(rng, 50), frame(rng, 50).drop(columns="n_readings"), FEATURES, 0.5)
 
 
+@pytest.mark.parametrize("threshold", [0.05, 0.9])
+def test_performance_is_that_of_the_served_decisions_at_the_models_threshold(threshold: float) -> None:
+    # A threshold far from 0.5: a library cutting the probabilities at 0.5 would report other numbers.
+    rng = np.random.default_rng(11)
+    labels = (rng.uniform(size=1000) < 0.12).astype(int)
+    probabilities = np.clip(rng.beta(1, 8, 1000) + 0.5 * labels * rng.uniform(size=1000), 0, 1)
+    decisions = (probabilities >= threshold).astype(int)
+    metrics, _snapshot = performance(labels.tolist(), probabilities.tolist(), decisions.tolist(), min_positives=20)
+    at_half = (probabilities >= 0.5).astype(int)
+    assert f1_score(labels, decisions) != pytest.approx(f1_score(labels, at_half), abs=0.05)
+    assert metrics["f1"] == pytest.approx(f1_score(labels, decisions))
+    assert metrics["precision"] == pytest.approx(precision_score(labels, decisions, zero_division=0))
+    assert metrics["recall"] == pytest.approx(recall_score(labels, decisions))
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, decisions))
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, probabilities))
+    assert metrics["predicted_positive_rate"] == pytest.approx(decisions.mean())
+    assert metrics["positive_rate"] == pytest.approx(labels.mean())
+    assert (metrics["n_labelled"], metrics["n_positive"], metrics["judged"]) == (1000, labels.sum(), 1.0)
+
+
+def test_a_window_with_too_few_positives_judges_nothing_on_f1() -> None:
+    labels = [1] * 5 + [0] * 195
+    metrics, _snapshot = performance(labels, [0.9] * 5 + [0.1] * 195, [1] * 5 + [0] * 195, min_positives=20)
+    assert not {"f1", "precision", "recall", "roc_auc"} & metrics.keys()
+    assert metrics["judged"] == 0.0 and metrics["n_positive"] == 5 and metrics["accuracy"] == 1.0
+    with pytest.raises(ValidationError, match="same, non-zero number"):
+        performance([1, 0], [0.5], [1, 0])
+
+
 def test_performance_matches_sklearn() -> None:
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 2, 400)
@@ -96,51 +125,52 @@ def test_performance_on_one_class_has_no_roc_auc() -> None:
     assert metrics["accuracy"] == pytest.approx(20 / 30) and metrics["positive_rate"] == 0.0
 
 
-def _simulated_features(scenario: str, readings: int) -> tuple[pd.DataFrame, list[str], datetime | None]:
-    """Features of a simulated fleet (20 devices, seed 1, the demo's) in stream order, and its drift onset."""
+def _simulated_features(scenario: str, readings: int, seed: int = 1) -> tuple[pd.DataFrame, list[str], datetime | None]:
+    """Features of a simulated fleet (20 devices, the demo's) in stream order, and its drift onset."""
     from mlops.data.scenarios import load_scenario
     from mlops.data.schemas import Reading
     from mlops.data.simulator import Simulator
     from mlops.features.compute import FeatureSpec, features_frame
 
-    sim = Simulator(load_scenario(scenario), devices=20, seed=1, cycle_seconds=60)
+    sim = Simulator(load_scenario(scenario), devices=20, seed=seed, cycle_seconds=60)
     rows = pd.DataFrame([e.to_row() for e in sim.events(max_readings=readings) if isinstance(e, Reading)])
     spec = FeatureSpec(("current", "pressure", "rpm", "temperature", "vibration"), 10)
     features = features_frame(rows, spec).sort_values(["event_time", "device_id"], kind="stable")
     return features.reset_index(drop=True), spec.feature_names(), sim.onset.event_time if sim.onset else None
 
 
-def _triggers(scenario: str, readings: int) -> list[datetime]:
-    """End times of the windows where the local profile's policy would retrain, judged against the history."""
+def _triggers(scenario: str, hours_after_history: float, seed: int = 1) -> list[datetime]:
+    """End times of the second of two calibrated-drift windows in a row (the policy's trigger), against the history."""
     from mlops.config import load_settings
-    from mlops.monitor.policy import RetrainPolicy, WindowSignal
+    from mlops.monitor.calibration import calibrate
 
     settings = load_settings("local")
     policy, history = settings.policy, settings.demo.history_readings
-    features, names, _onset = _simulated_features(scenario, readings)
-    # The initial model's reference: its training split, the first three quarters of the history.
-    reference = features.iloc[: history * 3 // 4]
-    retrain = RetrainPolicy(policy.model_copy(update={"cooldown_s": 0.0, "max_retrains_per_day": 1000}))
-    triggers = []
-    for start in range(history, len(features) - policy.window_size + 1, policy.window_size):
+    features, names, _onset = _simulated_features(scenario, history + int(hours_after_history * 60 * 20), seed)
+    # The initial model's training split, the first three quarters of the history: its reference and calibration.
+    training = features.iloc[: history * 3 // 4]
+    reference = training.sample(n=settings.train.reference_rows, random_state=0).sort_index()
+    calibration = calibrate(training, names, window_size=policy.window_size, false_alarm_rate=policy.false_alarm_rate,
+                            reference_rows=len(reference))
+    triggers, streak = [], 0
+    for start in range(history, len(features) - policy.window_size + 1, calibration.hop):
         window = features.iloc[start:start + policy.window_size]
-        outcome = data_drift(window, reference, names, policy.drift_threshold, None, policy.feature_drift_threshold)
-        end = window["event_time"].max().to_pydatetime()
-        if retrain.observe(WindowSignal(str(start), drift_share=outcome.drift_share), end).trigger:
-            triggers.append(end)
-            retrain.retraining_started(end)
-            retrain.retraining_finished()
+        outcome = data_drift(window, reference, names, policy.drift_threshold, None, policy.feature_drift_threshold,
+                             calibration)
+        streak = streak + 1 if outcome.drifted else 0
+        if streak == policy.consecutive_windows:
+            triggers.append(window["event_time"].max().to_pydatetime())
     return triggers
 
 
-def test_the_drift_thresholds_ignore_a_stationary_fleet_for_a_day() -> None:
-    # The fleet's loads wander and the ambient temperature follows the day: level features move,
-    # failures do not change. 30 h of stream after the history, a window every ~50 minutes.
-    assert _triggers("stationary", 8000 + 30 * 60 * 20) == []
+def test_the_calibrated_drift_threshold_ignores_a_stationary_fleet_for_three_days() -> None:
+    # The fleet's loads wander and the ambient temperature follows the day (the history holds one day
+    # of it): level features move, failures do not change. A window every 25 minutes.
+    assert _triggers("stationary", 72) == []
 
 
-def test_the_drift_thresholds_catch_a_recalibration_within_two_windows() -> None:
+def test_the_calibrated_drift_threshold_catches_a_recalibration_within_an_hour() -> None:
     _features, _names, onset = _simulated_features("recalibration", 100)
-    triggers = _triggers("recalibration", 8000 + 6 * 60 * 20)
+    triggers = _triggers("recalibration", 8)  # the onset is 6 h after the history
     assert onset is not None and triggers
-    assert onset < triggers[0] <= onset + timedelta(hours=2)
+    assert onset < triggers[0] <= onset + timedelta(hours=1)

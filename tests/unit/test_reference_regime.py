@@ -21,7 +21,7 @@ def part(start: int, rows: int) -> pd.DataFrame:
 def test_without_a_regime_start_the_reference_is_the_training_part() -> None:
     train, validation = part(0, 600), part(600, 300)
     rows = _regime(train, validation, None, ["x"])
-    assert list(rows.columns) == ["x", "label"] and len(rows) == 600 and rows["x"].max() == 599
+    assert list(rows.columns) == ["x", "label", "event_time"] and len(rows) == 600 and rows["x"].max() == 599
 
 
 def test_after_a_drift_the_reference_is_the_new_regime_validation_rows_included() -> None:

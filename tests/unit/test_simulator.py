@@ -82,7 +82,7 @@ def test_onset_is_reported() -> None:
     sim = Simulator(load_scenario("recalibration"), devices=10, seed=1, cycle_seconds=CYCLE_S)
     onset = sim.onset
     assert onset is not None and onset.kind == "recalibration"
-    assert onset.event_time == sim.start_time + pd.Timedelta(seconds=600 * CYCLE_S)
+    assert onset.event_time == sim.start_time + pd.Timedelta(seconds=1800 * CYCLE_S)
     assert Simulator(load_scenario("stationary"), 10, 1, CYCLE_S).onset is None
 
 

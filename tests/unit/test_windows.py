@@ -50,7 +50,7 @@ def outcomes(judged: list) -> dict[tuple[str, float], int]:  # type: ignore[type
 # --- count and time windows -------------------------------------------------------------------
 
 def test_count_windows_close_every_window_size_predictions() -> None:
-    builder = WindowBuilder("count", window_size=10, window_seconds=3600, min_window=2)
+    builder = WindowBuilder("count", window_size=10, window_seconds=3600, min_window=2, hop=1.0)
     closed = [w for i in range(25) for w in builder.add(pred("d", i, offset=i))]
     assert [len(w.predictions) for w in closed] == [10, 10]
     assert closed[0].start_time == at(0) and closed[0].end_time == at(9)
@@ -59,13 +59,13 @@ def test_count_windows_close_every_window_size_predictions() -> None:
 
 
 def test_windows_never_mix_versions_and_a_replaced_version_is_closed_when_the_stream_moves_on() -> None:
-    builder = WindowBuilder("count", window_size=10, window_seconds=3600, min_window=5)
+    builder = WindowBuilder("count", window_size=10, window_seconds=3600, min_window=5, hop=1.0)
     closed = [w for i in range(7) for w in builder.add(pred("d", i, version="1"))]
     closed += [w for i in range(7, 27) for w in builder.add(pred("d", i, version="2"))]
     # v1's 7 predictions form a short window once 10 predictions of v2 went by; v2 has two full ones.
     assert [(w.model_version, len(w.predictions)) for w in closed] == [("2", 10), ("1", 7), ("2", 10)]
     # A replaced version with too few predictions to judge is dropped and counted.
-    builder = WindowBuilder("count", window_size=10, window_seconds=3600, min_window=5)
+    builder = WindowBuilder("count", window_size=10, window_seconds=3600, min_window=5, hop=1.0)
     closed = [w for i in range(3) for w in builder.add(pred("d", i, version="1"))]
     closed += [w for i in range(3, 13) for w in builder.add(pred("d", i, version="2"))]
     assert [(w.model_version, len(w.predictions)) for w in closed] == [("2", 10)]
@@ -73,7 +73,7 @@ def test_windows_never_mix_versions_and_a_replaced_version_is_closed_when_the_st
 
 
 def test_time_windows_close_after_grace_and_late_predictions_are_counted() -> None:
-    builder = WindowBuilder("time", window_size=10, window_seconds=600, grace_s=60, min_window=2)
+    builder = WindowBuilder("time", window_size=10, window_seconds=600, grace_s=60, min_window=2, hop=1.0)
     closed = [w for c in (0, 1, 2, 9, 10, 10.5) for w in builder.add(pred("d", c))]  # bucket 0: cycles 0..9
     assert closed == []  # 10.5 cycles = 630 s: not yet 60 s past the bucket's end at 600 s
     closed = builder.add(pred("d", 5))  # out of order but bucket 0 is still open: it joins
@@ -84,6 +84,33 @@ def test_time_windows_close_after_grace_and_late_predictions_are_counted() -> No
     assert (window.start_time, window.end_time) == (T0, T0 + timedelta(seconds=600))
     assert sorted(p.event_time for p in window.predictions) == [at(c) for c in (0, 1, 2, 5, 9)]
     assert builder.add(pred("d", 3)) == [] and builder.counts["late"] == 1
+
+
+def test_count_windows_slide_by_half_a_window() -> None:
+    builder = WindowBuilder("count", window_size=10, window_seconds=3600, min_window=2)
+    closed = [w for i in range(26) for w in builder.add(pred("d", i, offset=i))]
+    # Whole windows of 10, one every 5 predictions once the first 10 are in.
+    assert [(w.predictions[0].position.offset, len(w.predictions)) for w in closed  # type: ignore[union-attr]
+            ] == [(0, 10), (5, 10), (10, 10), (15, 10)]
+    assert closed[1].start_time == at(5) and closed[1].end_time == at(14)
+    assert [p.position.offset for p in builder.held()] == list(range(20, 26))  # type: ignore[union-attr]
+    # A replaced version closes its last window if enough of it is new: here 1 of 6 is, too few.
+    closed = [w for i in range(26, 36) for w in builder.add(pred("d", i, version="2"))]
+    assert [(w.model_version, len(w.predictions)) for w in closed] == [("2", 10)]
+    assert builder.counts["too_small"] == 1
+    closed = [w for i in range(36, 40) for w in builder.add(pred("d", i, version="3"))]
+    closed += [w for i in range(40, 50) for w in builder.add(pred("d", i, version="4"))]
+    assert [(w.model_version, len(w.predictions)) for w in closed] == [("4", 10), ("3", 4)]
+
+
+def test_time_windows_slide_by_half_a_window_and_a_prediction_joins_both() -> None:
+    builder = WindowBuilder("time", window_size=10, window_seconds=600, grace_s=0, min_window=1)
+    closed = [w for c in (1, 6, 11, 16, 21) for w in builder.add(pred("d", c))]
+    spans = [((w.start_time - T0).total_seconds(), [(p.event_time - T0).total_seconds() / CS for p in w.predictions])
+             for w in closed]
+    # Windows [-300, 300), [0, 600), [300, 900), [600, 1200) close as the clock passes their end.
+    assert spans == [(-300, [1]), (0, [1, 6]), (300, [6, 11]), (600, [11, 16])]
+    assert builder.add(pred("d", 4)) == [] and builder.counts["late"] == 1  # both its windows closed
 
 
 def test_source_offsets_span_each_reading_partition() -> None:
