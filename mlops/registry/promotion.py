@@ -36,6 +36,7 @@ from mlops.errors import MlopsError, PolicyError, RegistryError
 from mlops.log import get_logger
 from mlops.registry.catalog import (
     RegistryUnavailableError,
+    VersionNotFoundError,
     aliases,
     model_version,
     registry_client,
@@ -51,6 +52,9 @@ log = get_logger(__name__)
 
 CHALLENGER = "challenger"
 EVENT_TIMEOUT_S = 10.0
+MAX_REGISTRY_VERSION = 2**63 - 1
+"""The registry stores versions as 64-bit integers. MLflow answers a larger one with HTTP 500,
+which its client retries with backoff for about 4 minutes: such a version is refused up front."""
 
 
 class PromotionRejectedError(PolicyError):
@@ -98,6 +102,7 @@ def promote(settings: Settings, version: str, *, actor: str, reason: str, force:
     """
     name = settings.mlflow.registered_model
     version = str(version)
+    _require_registrable(name, version)
     require_reachable(settings, f"promoting model {name!r} version {version}; nothing was changed")
     client = registry_client(settings)
     meta = model_version(settings, version, client)
@@ -130,6 +135,8 @@ def promote(settings: Settings, version: str, *, actor: str, reason: str, force:
 def rollback(settings: Settings, to_version: str | None = None, *, actor: str, reason: str) -> ChangeResult:
     """Make ``to_version`` (default: the champion before the current one, from the audit trail) the champion."""
     name = settings.mlflow.registered_model
+    if to_version is not None:
+        _require_registrable(name, str(to_version))
     require_reachable(settings, f"rolling back model {name!r}; nothing was changed")
     client = registry_client(settings)
     if to_version is not None:
@@ -150,6 +157,13 @@ def rollback(settings: Settings, to_version: str | None = None, *, actor: str, r
     log.info("rolled back" if changed else "already champion", model_name=name, model_version=target,
              previous_version=current, actor=actor)
     return ChangeResult("rollback", name, target, current, changed, event_id, published)
+
+
+def _require_registrable(name: str, version: str) -> None:
+    """Refuse a whole number the registry cannot hold (it could not answer for it in bounded time)."""
+    if version.isdigit() and int(version) > MAX_REGISTRY_VERSION:
+        raise VersionNotFoundError(f"model {name!r} version {version}: no such version (registry versions are "
+                                   f"whole numbers up to {MAX_REGISTRY_VERSION}); nothing was changed")
 
 
 class _ChampionChange:

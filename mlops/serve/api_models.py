@@ -127,18 +127,21 @@ class StatusResponse(BaseModel):
 
 
 # Registry versions count from 1; one spelling per version (no leading zeros), because aliases and
-# the audit trail compare versions as strings.
-VERSION_PATTERN = r"^[1-9][0-9]*$"
+# the audit trail compare versions as strings. At most 18 digits: the registry stores versions as
+# 64-bit integers, and MLflow answers a larger one with a 500 that its client retries for minutes
+# (a promote of version 9223372036854775808 hung for 4 minutes); 18 digits always fit.
+VERSION_MAX_DIGITS = 18
+VERSION_PATTERN = rf"^[1-9][0-9]{{0,{VERSION_MAX_DIGITS - 1}}}$"
 
 
 class PromoteRequest(_Strict):
-    version: str = Field(min_length=1, max_length=32, pattern=VERSION_PATTERN)
+    version: str = Field(min_length=1, max_length=VERSION_MAX_DIGITS, pattern=VERSION_PATTERN)
     reason: str = Field(min_length=1, max_length=1000)
     force: bool = Field(False, description="Skip the evaluation gate.")
 
 
 class RollbackRequest(_Strict):
-    to_version: str | None = Field(None, min_length=1, max_length=32, pattern=VERSION_PATTERN,
+    to_version: str | None = Field(None, min_length=1, max_length=VERSION_MAX_DIGITS, pattern=VERSION_PATTERN,
                                    description="Default: the champion before the current one.")
     reason: str = Field(min_length=1, max_length=1000)
 
