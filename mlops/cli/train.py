@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -26,12 +26,26 @@ def _time(value: str | None, option: str) -> datetime | None:
         raise TrainingError(f"{option} {value!r}: expected an ISO-8601 time such as 2026-01-01T00:00:00Z") from err
 
 
+def _window_end(settings: Any) -> datetime | None:
+    """Where a duration window ends: the lake's newest event if that is before now (replayed or simulated
+    history carries its own clock), else now (None)."""
+    from mlops.train.dataset import lake_end
+
+    end = lake_end(settings)
+    return end if end is not None and end < datetime.now(UTC) else None
+
+
 @app.callback()
 def train(
     ctx: typer.Context,
-    window: Annotated[str | None, typer.Option("--window", help="Event-time window ending now, e.g. 7d, 12h.")] = None,
+    window: Annotated[str | None, typer.Option("--window", help="Event-time window, e.g. 7d, 12h, ending at --until, "
+                                                                "else at the lake's newest event or now, whichever "
+                                                                "is earlier.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Window start (ISO-8601, event time).")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Window end, exclusive (ISO-8601; default now).")] = None,
+    device_type: Annotated[list[str] | None, typer.Option("--device-type", help="Train on this device type's "
+                                                                            "readings (repeatable; default: "
+                                                                            "features.device_types).")] = None,
     trigger: Annotated[str, typer.Option("--trigger", help="Why: manual, schedule or drift.")] = "manual",
     reason: Annotated[str, typer.Option("--reason", help="Reference of the cause, e.g. a drift result id.")] = "",
     profile: ProfileOption = None,
@@ -49,8 +63,13 @@ def train(
         raise typer.BadParameter("give either --window or --since/--until, not both", param_hint="--window")
     configure_logging("WARNING")
     settings = settings_for(profile)
-    request = TrainRequest(window=window, since=_time(since, "--since"), until=_time(until, "--until"),
-                           trigger=trigger, reason=reason)  # type: ignore[arg-type]
+    if device_type:
+        settings = settings.model_copy(update={"features": settings.features.model_copy(
+            update={"device_types": device_type})})
+    start, end = _time(since, "--since"), _time(until, "--until")
+    if start is None and end is None:
+        end = _window_end(settings)
+    request = TrainRequest(window=window, since=start, until=end, trigger=trigger, reason=reason)  # type: ignore[arg-type]
     console = Console(stderr=True)
     with console.status("training") as status:
         def progress(line: str) -> None:

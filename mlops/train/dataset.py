@@ -13,7 +13,9 @@ Steps, all in event time ``since <= t < until``:
    same path any other consumer of the feature view uses.
 
 Sensors come from ``features.sensors`` or, when unset, every sensor column of the window that has
-no gaps and is not constant (C-MAPSS has several constant sensors).
+no gaps and is not constant (C-MAPSS has several constant sensors). Readings are those of the
+device types in ``features.device_types``; unset, every type of the window, which must then share
+their sensors.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -143,6 +145,46 @@ def _sensors(settings: Settings, readings: DataFrame) -> tuple[str, ...]:
     return usable
 
 
+def lake_end(settings: Settings) -> datetime | None:
+    """One second after the newest event time in the lake (readings or labels); None for an empty lake.
+
+    A window given as a duration ends here when the lake's data is older than now (a replayed
+    recording, a simulated history on its own clock), so ``--window 7d`` means the lake's last 7 days.
+    """
+    newest = [f.max_event_time for table in ("readings", "labels") for f in lake_files(settings, table)]
+    return max(newest) + timedelta(seconds=1) if newest else None
+
+
+def _select_device_types(settings: Settings, readings: DataFrame) -> DataFrame:
+    """The readings of ``features.device_types``; unset, the window's types must share their sensors.
+
+    Two fleets in one lake (a simulated pump fleet and replayed turbofans) have disjoint sensors: no
+    model can use both, so training says which types it found and what to configure.
+    """
+    from pyspark.sql import functions as F
+
+    candidates = infer_sensors([c for c in readings.columns if c != "date"])
+    # Per device type: its rows and the sensors it reports on every row.
+    stats = readings.groupBy("device_type").agg(F.count(F.lit(1)).alias("_rows"),
+                                                *(F.count(F.col(s)).alias(s) for s in candidates)).collect()
+    sensors_of = {row["device_type"]: tuple(s for s in candidates if row[s] == row["_rows"]) for row in stats}
+    configured = settings.features.device_types
+    if configured:
+        absent = sorted(set(configured) - set(sensors_of))
+        if absent:
+            raise TrainingError(f"features.device_types names {absent}, which the window's readings do not have "
+                                f"(it has {sorted(sensors_of)})")
+        return readings.where(F.col("device_type").isin(list(configured)))
+    if len(set(sensors_of.values())) > 1:
+        found = "; ".join(f"{t} [{', '.join(s) or 'no complete sensor'}]" for t, s in sorted(sensors_of.items()))
+        raise TrainingError(
+            f"the window holds device types with different sensors: {found}. A model is for one set of "
+            f"sensors: set features.device_types to the types it is for, e.g. "
+            f"MLOPS_FEATURES__DEVICE_TYPES='{json.dumps(sorted(sensors_of)[:1])}' or `mlops train --device-type "
+            f"{sorted(sensors_of)[0]}`")
+    return readings
+
+
 def build_training_set(settings: Settings, spark: SparkSession, since: datetime, until: datetime) -> TrainingSet:
     """Read the window from the lake, compute features on Spark, label them; TrainingError if the window is empty."""
     from pyspark.sql import functions as F
@@ -156,6 +198,7 @@ def build_training_set(settings: Settings, spark: SparkSession, since: datetime,
         spark.read.option("mergeSchema", "true").parquet(*(str(f.path) for f in reading_files))
         .where((F.col("event_time") >= F.lit(since)) & (F.col("event_time") < F.lit(until)))
     )
+    readings = _select_device_types(settings, readings)
     spec = FeatureSpec(_sensors(settings, readings), settings.features.window)
     features: pd.DataFrame = spark_features(readings, spec).toPandas()
     features["event_time"] = pd.to_datetime(features["event_time"], utc=True)
