@@ -13,7 +13,7 @@
 A scenario without drift streams ``live_readings`` readings instead, waits until the monitor has
 judged them, and stops: whatever the loop did in the meantime is a false alarm.
 
-Live progress (events scored, serving version, drift share, loop events) goes to ``report`` as it
+Live progress (events scored, serving version, drift level, loop events) goes to ``report`` as it
 happens. Every process this run starts, the initial training included, writes its output to
 ``<data_dir>/logs/<role>.log``, so the terminal only shows the progress lines.
 """
@@ -427,10 +427,11 @@ class LoopRun:
             log.warning("cannot read the scorer's offsets", error=str(err))
             scored = "?"
         drifts, perfs = self._results("drift", limit=1), self._results("performance", limit=1)
-        drift = f"{drifts[-1].drift_share:.2f}" if drifts and drifts[-1].drift_share is not None else "-"
+        level = drifts[-1].drift_level(self.settings.policy.drift_threshold) if drifts else None
+        drift = "-" if level is None else f"{level:.2f}"
         f1 = (perfs[-1].metrics or {}).get("f1") if perfs else None
         stamped = f" (predictions carry v{drifts[-1].model_version})" if drifts else ""
         clock = f"event time {drifts[-1].end_time:%m-%d %H:%M} | " if drifts else ""
         live = (self._sim.readings_emitted if self._sim is not None else 0) - self._history_published
         return (f"{clock}{scored}/{live} live readings scored | champion v{self._serving_version()}{stamped} | "
-                f"drift share {drift} | f1 {'-' if f1 is None else f'{f1:.3f}'}")
+                f"drift {drift} of threshold | f1 {'-' if f1 is None else f'{f1:.3f}'}")

@@ -90,7 +90,7 @@ def summarise(settings: Settings, onset: datetime | None, initial_version: str |
     events = db.list_events(settings)
     threshold = settings.policy.drift_threshold
     bad_after = [w for w in drift if onset is not None and w.end_time >= onset
-                 and w.drift_share is not None and w.drift_share >= threshold]
+                 and (w.drift_level(threshold) or 0.0) >= 1.0]
     detection = bad_after[0] if bad_after else None
     delay_predictions = None
     if detection is not None and onset is not None:
@@ -153,12 +153,14 @@ def _pyplot() -> Any:
 
 
 def plot_timeline(settings: Settings, onset: datetime | None, path: Path) -> Path:
-    """Drift share and realised f1 / accuracy per window over event time, with the onset and loop events marked."""
+    """Drift level (statistic over its threshold) and realised f1 / accuracy per window over event time,
+    with the onset and loop events marked."""
     from mlops.monitor.results import engine_for, list_results
 
     plt = _pyplot()
     windows = list_results(engine_for(settings))
-    drift = [w for w in windows if w.kind == "drift" and w.drift_share is not None]
+    threshold = settings.policy.drift_threshold
+    drift = [w for w in windows if w.kind == "drift" and w.drift_level(threshold) is not None]
     perf = [w for w in windows if w.kind == "performance" and w.metrics]
     metric = settings.policy.primary_metric
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
@@ -166,12 +168,13 @@ def plot_timeline(settings: Settings, onset: datetime | None, path: Path) -> Pat
     for colour, version in zip(VERSION_COLOURS * 4, versions, strict=False):
         d = [w for w in drift if w.model_version == version]
         p = [(w.end_time, w.metrics or {}) for w in perf if w.model_version == version and metric in (w.metrics or {})]
-        top.plot([w.end_time for w in d], [w.drift_share for w in d], "o-", ms=3, color=colour, label=f"v{version}")
+        top.plot([w.end_time for w in d], [w.drift_level(threshold) for w in d], "o-", ms=3, color=colour,
+                 label=f"v{version}")
         bottom.plot([t for t, _ in p], [m[metric] for _, m in p], "o-", ms=3, color=colour,
                     label=f"v{version} {metric}")
         bottom.plot([t for t, _ in p], [m.get("accuracy", float("nan")) for _, m in p], "x:", ms=3, color=colour,
                     alpha=0.7, label=f"v{version} accuracy")
-    top.axhline(settings.policy.drift_threshold, color="grey", ls=":", lw=1, label="drift threshold")
+    top.axhline(1.0, color="grey", ls=":", lw=1, label="drift threshold")
     marked: set[str] = set()
     for event in db.list_events(settings):
         if event.kind not in MARKED_EVENTS:
@@ -186,7 +189,7 @@ def plot_timeline(settings: Settings, onset: datetime | None, path: Path) -> Pat
     if onset is not None:
         for axis in (top, bottom):
             axis.axvline(onset, color="black", lw=1.5, label="drift onset" if axis is top else None)
-    top.set_ylabel("share of features drifted")
+    top.set_ylabel("drift statistic / threshold")
     top.set_title(f"Input drift per monitor window (Evidently, normed Wasserstein >= "
                   f"{settings.policy.feature_drift_threshold:g} per feature)")
     bottom.set_ylabel(f"{metric} (solid), accuracy (dotted)")

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mlops.config import PolicySettings
 from mlops.errors import ValidationError
 
 CALIBRATION_ARTIFACT = "reference/drift_calibration.json"
@@ -125,10 +126,10 @@ def windows_per_day(event_times: pd.Series, hop: int) -> float:
 def null_windows(rows: pd.DataFrame, features: Sequence[str], window_size: int, hop: int, reference_rows: int,
                  seed: int, distance: Callable[[pd.Series, pd.Series], float]) -> pd.DataFrame:
     """Distance per feature (columns) of every held-out window (rows) of ``rows`` (in event-time order)."""
-    blocks = min(NULL_BLOCKS, len(rows) // (2 * window_size))
+    blocks = min(NULL_BLOCKS, len(rows) // (window_size + hop))  # a block holds two windows at least
     if blocks < 2:
         raise ValidationError(f"drift calibration: {len(rows)} rows make fewer than two blocks of two "
-                              f"{window_size}-reading windows")
+                              f"{window_size}-reading windows {hop} apart")
     edges = np.linspace(0, len(rows), blocks + 1).astype(int)
     rng = np.random.default_rng(seed)
     out: list[dict[str, float]] = []
@@ -168,6 +169,21 @@ def calibrate(rows: pd.DataFrame, features: Sequence[str], *, window_size: int, 
     threshold = lognormal_quantile(scaled, 1 - p)
     return DriftCalibration(list(features), scales, threshold, window_size, hop, per_day, false_alarm_rate, p,
                             [round(float(s), 4) for s in scaled])
+
+
+def calibrate_for_policy(rows: pd.DataFrame, features: Sequence[str], policy: PolicySettings, *,
+                         reference_rows: int, seed: int = 0) -> DriftCalibration:
+    """The calibration a model trained on ``rows`` gets: windows as ``policy`` makes them, at its false-alarm rate.
+
+    In ``time`` mode the window size is the readings a ``window_seconds`` window holds at the rows' own rate.
+    """
+    window = policy.window_size
+    if policy.window_mode == "time":
+        times = pd.to_datetime(rows["event_time"], utc=True)
+        span_s = (times.max() - times.min()).total_seconds()
+        window = max(10, round(len(rows) / max(span_s, 1.0) * policy.window_seconds))
+    return calibrate(rows, features, window_size=window, false_alarm_rate=policy.false_alarm_rate,
+                     reference_rows=reference_rows, seed=seed)
 
 
 def lognormal_quantile(values: np.ndarray, q: float) -> float:

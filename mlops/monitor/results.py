@@ -61,6 +61,18 @@ class WindowResult:
     report_json: str | None = None
     created_at: datetime | None = None
 
+    def drift_level(self, share_threshold: float) -> float | None:
+        """The drift statistic in units of its threshold (>= 1.0: drifted), for display and plots.
+
+        The calibrated score over its threshold; for a version without a calibration, the drift
+        share over ``share_threshold`` (``policy.drift_threshold``). None for a performance window.
+        """
+        if self.drift_score is not None and self.drift_threshold:
+            return self.drift_score / self.drift_threshold
+        if self.drift_share is not None and share_threshold > 0:
+            return self.drift_share / share_threshold
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (times as ISO strings)."""
         data = asdict(self)

@@ -374,7 +374,7 @@ def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame) -> dic
     import mlflow
 
     from mlops.errors import ValidationError
-    from mlops.monitor.calibration import CALIBRATION_ARTIFACT, CALIBRATION_TAG, calibrate, summary
+    from mlops.monitor.calibration import CALIBRATION_ARTIFACT, CALIBRATION_TAG, calibrate_for_policy, summary
 
     cfg, policy = settings.train, settings.policy
     features = [c for c in rows.columns if c not in (LABEL, "event_time")]
@@ -384,13 +384,8 @@ def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame) -> dic
         path = Path(tmp) / "reference.parquet"
         reference.reset_index(drop=True).to_parquet(path, index=False)
         mlflow.log_artifact(str(path), "reference")
-    window = policy.window_size
-    if policy.window_mode == "time":  # the readings a window of window_seconds holds at the training rate
-        span_s = (rows["event_time"].max() - rows["event_time"].min()).total_seconds()
-        window = max(10, round(len(rows) / max(span_s, 1.0) * policy.window_seconds))
     try:
-        calibration = calibrate(rows, features, window_size=window, false_alarm_rate=policy.false_alarm_rate,
-                                reference_rows=len(reference), seed=cfg.seed)
+        calibration = calibrate_for_policy(rows, features, policy, reference_rows=len(reference), seed=cfg.seed)
     except ValidationError as err:
         log.warning("no drift calibration for this model: the monitor will use the drift share", reason=str(err))
         return {CALIBRATION_TAG: f"none: {err}"}
