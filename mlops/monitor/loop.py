@@ -163,7 +163,9 @@ def window_signal(result: WindowLike, policy: PolicySettings,
         if drifted is None and result.drift_share is None:
             return "drift window without a drift statistic"
         return WindowSignal(window_id, drift_share=result.drift_share,
-                            drifted=None if drifted is None else bool(drifted))
+                            drifted=None if drifted is None else bool(drifted),
+                            drift_score=getattr(result, "drift_score", None),
+                            drift_threshold=getattr(result, "drift_threshold", None))
     metrics = result.metrics or {}
     metric = metrics.get(policy.primary_metric)
     if metric is None or metrics.get("judged") == 0.0:

@@ -35,6 +35,9 @@ class WindowSignal:
     """Share of features whose distribution drifted (0..1); None when not computed."""
     drifted: bool | None = None
     """The monitor's calibrated drift verdict; when set it decides, not ``drift_share``."""
+    drift_score: float | None = None
+    """The calibrated statistic behind ``drifted`` and its threshold (for the reason text)."""
+    drift_threshold: float | None = None
     metric: float | None = None
     """Realised primary metric on the window's labelled predictions; None when not yet known."""
     baseline_metric: float | None = None
@@ -76,7 +79,12 @@ class RetrainPolicy:
         s = self.settings
         share = "-" if signal.drift_share is None else f"{signal.drift_share:.2f}"
         if signal.drifted is not None:
-            return f"drift detected (drift share {share})" if signal.drifted else None
+            if not signal.drifted:
+                return None
+            if signal.drift_score is None or signal.drift_threshold is None:
+                return f"drift detected (drift share {share})"
+            return (f"drift score {signal.drift_score:.2f} >= calibrated threshold {signal.drift_threshold:.2f} "
+                    f"(drift share {share})")
         if signal.drift_share is not None and signal.drift_share >= s.drift_threshold:
             return f"drift share {signal.drift_share:.2f} >= {s.drift_threshold:.2f}"
         if signal.metric is not None and signal.baseline_metric is not None:

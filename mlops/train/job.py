@@ -296,6 +296,7 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
     fitted = fit_and_score(best.candidate.family, best.candidate.params, data.x_train, data.y_train, data.x_val,
                            data.y_val, seed=cfg.seed, calibration=cfg.calibration, folds=cfg.calibration_folds)
     metrics = evaluate(data.y_val, fitted.probability, fitted.threshold)
+    tags.update(_positive_rates(data.y_train, data.y_val))
     search_space = json.dumps(cfg.search_space, sort_keys=True, separators=(",", ":"))
     mlflow.log_params({
         **best.candidate.as_params(), "chosen_candidate": str(best.candidate.index), "candidates": str(len(candidates)),
@@ -361,6 +362,25 @@ def _regime(train: pd.DataFrame, validation: pd.DataFrame, since: datetime | Non
     both = pd.concat([train, validation], ignore_index=True)
     recent = both[pd.to_datetime(both["event_time"], utc=True) >= pd.Timestamp(since)]
     return rows(recent) if len(recent) >= REFERENCE_MIN_ROWS else rows(train)
+
+
+POSITIVE_RATE_MISMATCH = 2.0
+"""A validation part with this many times more (or fewer) positives than the training part is flagged."""
+
+
+def _positive_rates(y_train: np.ndarray, y_val: np.ndarray) -> dict[str, str]:
+    """Log both parts' positive rates; a large mismatch is warned about and tagged on the version."""
+    import mlflow
+
+    train_rate, val_rate = float(np.mean(y_train)), float(np.mean(y_val))
+    mlflow.log_metrics({"train_positive_rate": train_rate, "val_positive_rate": val_rate})
+    ratio = val_rate / train_rate if train_rate > 0 else float("inf")
+    if 1 / POSITIVE_RATE_MISMATCH <= ratio <= POSITIVE_RATE_MISMATCH:
+        return {}
+    detail = (f"validation positive rate {val_rate:.3f} against the training part's {train_rate:.3f}: the decision "
+              "threshold was chosen at the training rate; validation metrics are at the validation rate")
+    log.warning("positive rates of the time split differ", detail=detail)
+    return {"lineage.positive_rate_mismatch": detail}
 
 
 def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 
 from mlops.errors import TrainingError
 from mlops.train.job import TrainRequest, config_snapshot, parse_duration, resolve_window
-from mlops.train.model import best_f1_threshold, evaluate
+from mlops.train.model import best_f1_threshold, evaluate, rate_weights
 from mlops.train.search import Candidate, CandidateResult, SearchData, choose_best, sample_candidates, sequential_search
 from mlops.train.split import time_split
 
@@ -97,3 +97,17 @@ def test_config_snapshot_redacts_secrets() -> None:
     snapshot = config_snapshot(load_settings("local"))
     assert snapshot["api"]["api_key"] == "***"
     assert snapshot["train"]["seed"] == 42
+
+
+def test_the_threshold_is_chosen_at_the_training_parts_positive_rate() -> None:
+    # Validation holds 50 % positives, the training window 10 %: at 50 % a low threshold wins F1,
+    # at 10 % it would flag far too many healthy readings.
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(500), np.zeros(500)].astype(int)
+    p = np.clip(np.r_[rng.beta(4, 2, 500), rng.beta(2, 4, 500)], 0, 1)
+    at_validation_rate = best_f1_threshold(y, p)
+    at_training_rate = best_f1_threshold(y, p, target_rate=0.1)
+    assert at_training_rate > at_validation_rate + 0.1
+    weights = rate_weights(y, 0.1)
+    assert weights is not None and np.average(y, weights=weights) == pytest.approx(0.1)
+    assert rate_weights(y, None) is None and rate_weights(np.zeros(4, dtype=int), 0.1) is None
