@@ -190,6 +190,10 @@ def train_in_subprocess(settings: Settings, env: dict[str, str], since: datetime
     return dict(json.loads(output[output.index("{\n"):]))
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 class LoopRun:
     """One demo / end-to-end run. ``report`` receives every progress line."""
 
@@ -230,6 +234,10 @@ class LoopRun:
         onset = sim.onset
         timings: dict[str, float] = {}
         promoted: list[str] = []
+        # SIGTERM (a supervisor, `kill`) must stop the processes this run started, as Ctrl-C does:
+        # its default action would leave them running.
+        previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm) \
+            if threading.current_thread() is threading.main_thread() else None
         try:
             for role in EARLY_ROLES:
                 self.processes.start(role)
@@ -269,6 +277,8 @@ class LoopRun:
             stop_stream.set()
             stopping = time.monotonic()
             killed = self.processes.stop_all()
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
             self.report(self._stamp(f"stopped the processes in {time.monotonic() - stopping:.0f}s"
                                     + (f" (killed after the grace time: {', '.join(killed)})" if killed else "")))
         outcome = RunOutcome(scenario.name, onset.event_time if onset else None, initial, promoted,

@@ -99,18 +99,24 @@ def best_f1_threshold(y_true: np.ndarray, probability: np.ndarray, target_rate: 
     return float(thresholds[int(np.argmax(f1))])
 
 
+def metric(name: str, y_true: np.ndarray, probability: np.ndarray, threshold: float) -> float:
+    """One validation metric by its stable name; the ranking metrics are NaN on one class."""
+    if name in ("roc_auc", "pr_auc"):
+        if len(np.unique(y_true)) < 2:
+            return float("nan")
+        ranking = roc_auc_score if name == "roc_auc" else average_precision_score
+        return float(ranking(y_true, probability))
+    decision = (probability >= threshold).astype(int)
+    if name == "accuracy":
+        return float(accuracy_score(y_true, decision))
+    scorer = {"f1": f1_score, "precision": precision_score, "recall": recall_score}[name]
+    return float(scorer(y_true, decision, zero_division=0))
+
+
 def evaluate(y_true: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float]:
     """Validation metrics by their stable names (without the ``val_`` prefix)."""
-    decision = (probability >= threshold).astype(int)
-    both_classes = len(np.unique(y_true)) == 2
-    return {
-        "f1": float(f1_score(y_true, decision, zero_division=0)),
-        "roc_auc": float(roc_auc_score(y_true, probability)) if both_classes else float("nan"),
-        "pr_auc": float(average_precision_score(y_true, probability)) if both_classes else float("nan"),
-        "precision": float(precision_score(y_true, decision, zero_division=0)),
-        "recall": float(recall_score(y_true, decision, zero_division=0)),
-        "accuracy": float(accuracy_score(y_true, decision)),
-    }
+    return {name: metric(name, y_true, probability, threshold)
+            for name in ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")}
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def _settings(services: Settings, tmp_path: Path) -> Settings:
         "mlflow": {"tracking_uri": services.mlflow.tracking_uri, "registered_model": f"model-{tag}",
                    "experiment": "monitor-tests"},
         "features": {"horizon_cycles": 3, "cycle_seconds": 60},
-        "policy": {"window_size": WINDOW, "label_lateness_s": 60},
+        "policy": {"window_size": WINDOW, "label_lateness_s": 60, "min_window_positives": 5},
         "monitor": {"group_id": unique("monitor"), "min_window": 10, "poll_timeout_s": 0.2},
     })
 
@@ -118,10 +118,10 @@ def test_monitor_judges_windows_records_them_and_follows_a_champion_change(servi
     seen: list[WindowResult] = []
     monitor = Monitor(settings)
     monitor.on_window(seen.append)
-    # Drift: v1 2 windows, v2 2 windows. Performance: 97 v1 predictions are judged (3 censored): 1 window;
-    # of v2 those with t + 3 + 1 cycles <= 19 (60): 1 window.
+    # Drift windows slide (one every half window): v1 3 windows, v2 3 windows. Performance: 97 v1
+    # predictions are judged (3 censored): 1 window; of v2 those with t + 3 + 1 cycles <= 19 (60): 1 window.
     finished: list[MonitorStatus] = []
-    thread = threading.Thread(target=lambda: finished.append(monitor.run(max_windows=6, idle_exit_s=30)))
+    thread = threading.Thread(target=lambda: finished.append(monitor.run(max_windows=8, idle_exit_s=30)))
     thread.start()
     # Labels first, and seen by the monitor before the predictions: which one a consumer reads first
     # across topics is otherwise up to the broker, and a label read after its predictions' deadline
@@ -136,25 +136,29 @@ def test_monitor_judges_windows_records_them_and_follows_a_champion_change(servi
     assert not thread.is_alive() and finished
     status = finished[0]
 
-    assert status.windows == 6 and status.dead_letters == 1
+    assert status.windows == 8 and status.dead_letters == 1
     assert status.counts["label_positive"] == 9 and status.counts["label_censored"] == 3
     engine = results.engine_for(settings)
     saved = results.list_results(engine, session_run_id=status.run_id)
     assert [r.window_id for r in saved] == sorted(r.window_id for r in seen)
     drift_v1 = [r for r in saved if r.kind == "drift" and r.model_version == v1]
     drift_v2 = [r for r in saved if r.kind == "drift" and r.model_version == v2]
-    assert len(drift_v1) == 2 and len(drift_v2) == 2
+    assert len(drift_v1) == 3 and len(drift_v2) == 3
     assert all(r.n_predictions == WINDOW for r in drift_v1 + drift_v2)
     assert all(r.drift_share is not None and r.drift_share < 0.5 and not r.dataset_drift for r in drift_v1)
     assert all(r.prediction_drift is not None for r in drift_v1)  # v1's reference has probabilities
     assert all(r.dataset_drift and r.drift_share is not None and r.drift_share > 0.5 for r in drift_v2)
-    assert [r.prediction_drift is None for r in drift_v2] == [True, False]  # v2's first window is the reference
+    assert [r.prediction_drift is None for r in drift_v2] == [True, False, False]  # v2's first window: the reference
     assert drift_v1[0].source_offsets  # the readings' offsets the window covers
     perf = [r for r in saved if r.kind == "performance"]
     assert sorted(r.model_version for r in perf) == sorted([v1, v2])
-    assert all(r.metrics is not None and {"f1", "accuracy", "positive_rate"} <= r.metrics.keys() for r in perf)
+    perf_v1 = next(r for r in perf if r.model_version == v1)
+    assert perf_v1.metrics is not None and {"f1", "accuracy", "positive_rate"} <= perf_v1.metrics.keys()
+    assert perf_v1.metrics["n_positive"] == 9 and perf_v1.metrics["judged"] == 1.0
     perf_v2 = next(r for r in perf if r.model_version == v2)
-    assert perf_v2.metrics is not None and "previous_accuracy" in perf_v2.metrics  # v1 scored on v2's events
+    # No failure among v2's events: the window says so and judges nothing on f1.
+    assert perf_v2.metrics is not None and perf_v2.metrics["judged"] == 0.0 and "f1" not in perf_v2.metrics
+    assert "previous_accuracy" in perf_v2.metrics  # v1 scored on v2's events
 
     for r in saved:
         assert r.report_html and Path(r.report_html).stat().st_size > 1000
@@ -169,7 +173,7 @@ def test_monitor_judges_windows_records_them_and_follows_a_champion_change(servi
     assert client.get_experiment(run.info.experiment_id).name == monitor_experiment(settings)
     steps = sorted(m.step for m in client.get_metric_history(status.run_id, "drift_share"))
     assert steps == sorted(r.window_id for r in drift_v1 + drift_v2)  # type: ignore[type-var]
-    assert len(client.get_metric_history(status.run_id, "f1")) == 2
+    assert len(client.get_metric_history(status.run_id, "f1")) == 1
     first = saved[0].window_id
     artifacts = {Path(f.path).name for f in client.list_artifacts(status.run_id, f"windows/{first}")}
     assert artifacts == {f"{first}.html", f"{first}.json"}

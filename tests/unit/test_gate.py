@@ -105,3 +105,22 @@ def test_trained_until_reads_the_lineage_tag() -> None:
     with pytest.raises(PolicyError, match="v1: no lineage tag"):
         trained_until({}, "v1")
     assert math.isfinite(moment.timestamp())
+
+
+def test_the_guards_noise_grows_when_few_devices_hold_the_failures() -> None:
+    from mlops.registry.gate import guard_noise
+
+    rng = np.random.default_rng(5)
+    rows = 1000
+
+    def noise(devices: int) -> float:
+        device = np.arange(rows) % devices
+        failing = rng.random(devices) < 0.3  # a device's readings fail together
+        y = (failing[device] & (rng.random(rows) < 0.6)).astype(int)
+        new = np.clip(0.3 * y + 0.7 * rng.random(rows), 0, 1)
+        old = np.clip(0.3 * y + 0.7 * rng.random(rows), 0, 1)
+        return guard_noise(y, (new, 0.5), (old, 0.5), "roc_auc", device)
+
+    many, few = noise(500), noise(10)
+    assert 0 < many < few
+    assert few > 0.03  # on 10 devices a fixed 0.03 tolerance would judge chance
