@@ -227,6 +227,10 @@ class PolicySettings(_Section):
     performance_drop: float = Field(0.1, ge=0, le=1)
     """Drop of the primary metric against the champion's validation value that counts as decay."""
     consecutive_windows: int = Field(2, ge=1)
+    """Bad windows in a row that trigger: performance windows, and drift windows judged on the drift share."""
+    drift_consecutive_windows: int = Field(1, ge=1)
+    """Calibrated drift windows in a row that trigger. The calibration's threshold is set for one
+    window's false-alarm rate (mlops/monitor/calibration.py): one window over it is the evidence."""
     cooldown_s: float = Field(300.0, ge=0)
     max_retrains_per_day: int = Field(6, ge=0)
     primary_metric: Annotated[str, _known(REALISED_METRIC_NAMES, "metric")] = "f1"

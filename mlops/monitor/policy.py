@@ -4,7 +4,8 @@ A drift window is *bad* when the monitor's detector says it drifted (``drifted``
 result without that verdict, when its drift share reaches ``drift_threshold``; a performance
 window is bad when its realised primary metric fell by at least ``performance_drop`` below the
 champion's validation value. Retraining is
-triggered after ``consecutive_windows`` bad windows in a row, unless
+triggered after ``consecutive_windows`` bad windows in a row (``drift_consecutive_windows`` for
+calibrated drift verdicts, whose threshold already holds one window's false-alarm rate), unless
 
 - a retraining is already running,
 - the last one started less than ``cooldown_s`` ago,
@@ -103,8 +104,9 @@ class RetrainPolicy:
             streak.clear()
             return Decision(False, "window is fine", signal.window_id, 0)
         streak.append(signal.window_id)
-        if len(streak) < s.consecutive_windows:
-            return Decision(False, f"{bad}; bad window {len(streak)} of {s.consecutive_windows} needed",
+        needed = s.drift_consecutive_windows if signal.drifted is not None else s.consecutive_windows
+        if len(streak) < needed:
+            return Decision(False, f"{bad}; bad window {len(streak)} of {needed} needed",
                             signal.window_id, len(streak))
         if self.running:
             return Decision(False, f"{bad}; a retraining is already running", signal.window_id, len(streak))

@@ -140,7 +140,7 @@ def _simulated_features(scenario: str, readings: int, seed: int = 1) -> tuple[pd
 
 
 def _triggers(scenario: str, hours_after_history: float, seed: int = 1) -> list[datetime]:
-    """End times of the second of two calibrated-drift windows in a row (the policy's trigger), against the history."""
+    """End times of the windows where the policy would trigger on the calibrated verdict, against the history."""
     from mlops.config import load_settings
     from mlops.monitor.calibration import calibrate
 
@@ -158,7 +158,7 @@ def _triggers(scenario: str, hours_after_history: float, seed: int = 1) -> list[
         outcome = data_drift(window, reference, names, policy.drift_threshold, None, policy.feature_drift_threshold,
                              calibration)
         streak = streak + 1 if outcome.drifted else 0
-        if streak == policy.consecutive_windows:
+        if streak == policy.drift_consecutive_windows:
             triggers.append(window["event_time"].max().to_pydatetime())
     return triggers
 
