@@ -26,15 +26,6 @@ def _time(value: str | None, option: str) -> datetime | None:
         raise TrainingError(f"{option} {value!r}: expected an ISO-8601 time such as 2026-01-01T00:00:00Z") from err
 
 
-def _window_end(settings: Any) -> datetime | None:
-    """Where a duration window ends: the lake's newest event if that is before now (replayed or simulated
-    history carries its own clock), else now (None)."""
-    from mlops.train.dataset import lake_end
-
-    end = lake_end(settings)
-    return end if end is not None and end < datetime.now(UTC) else None
-
-
 @app.callback()
 def train(
     ctx: typer.Context,
@@ -68,7 +59,9 @@ def train(
             update={"device_types": device_type})})
     start, end = _time(since, "--since"), _time(until, "--until")
     if start is None and end is None:
-        end = _window_end(settings)
+        from mlops.train.dataset import window_end
+
+        end = window_end(settings, datetime.now(UTC))
     request = TrainRequest(window=window, since=start, until=end, trigger=trigger, reason=reason)  # type: ignore[arg-type]
     console = Console(stderr=True)
     with console.status("training") as status:

@@ -16,11 +16,12 @@ def scheduled_retrain(profile: str) -> str | None:
     training or a lost gate is recorded in the audit trail and leaves the champion serving; the
     next scheduled run tries again. Returns the new champion's version, or None.
     """
+    from mlops.train.dataset import window_end
     from mlops.train.job import TrainRequest
 
     settings = load_settings(profile)
     cron = settings.policy.schedule_cron
-    until = datetime.now(UTC)
+    until = window_end(settings, datetime.now(UTC))  # like `mlops train`: a replayed lake's own clock
     request = TrainRequest(since=until - duration(settings.policy.retrain_window), until=until, trigger="schedule",
                            reason=f"schedule {cron}")
     verdict = retrain_gate_promote(settings, request, actor="scheduler")

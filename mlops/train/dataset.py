@@ -155,6 +155,16 @@ def lake_end(settings: Settings) -> datetime | None:
     return max(newest) + timedelta(seconds=1) if newest else None
 
 
+def window_end(settings: Settings, now: datetime) -> datetime:
+    """Where a window given as a duration ends: the lake's newest event when that is before ``now``
+    (a replayed recording or a simulated history carries its own clock), else ``now`` (a live fleet).
+
+    `mlops train` and the scheduled retraining both use it, so both train on the same window.
+    """
+    end = lake_end(settings)
+    return end if end is not None and end < now else now
+
+
 def _select_device_types(settings: Settings, readings: DataFrame) -> DataFrame:
     """The readings of ``features.device_types``; unset, the window's types must share their sensors.
 
