@@ -217,6 +217,12 @@ def lake_evaluation_data(settings: Settings, models: Sequence[LoadedModel], sinc
     missing = [s for s in sensors if s not in readings.columns]
     if missing:
         raise PolicyError(f"no evaluation data: lake readings lack sensor column(s) {missing}")
+    # Like the scorer, which dead-letters them: readings without the models' sensors (another fleet's) are not
+    # the models' to judge.
+    readings = readings.dropna(subset=list(sensors)).reset_index(drop=True)
+    if readings.empty:
+        raise PolicyError(f"no evaluation data: no lake reading since {since.isoformat()} has the models' sensors "
+                          f"{list(sensors)}")
     labels = read_table(settings, "labels", since=start)
     features = features_frame(readings, FeatureSpec(sensors, window))
     labelled = label_readings(features, labels, settings.features.horizon_cycles, settings.features.cycle_seconds)
