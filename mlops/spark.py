@@ -7,6 +7,7 @@ package and its pinned libraries.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -64,3 +65,28 @@ def spark_session(settings: Settings, app_name: str | None = None) -> SparkSessi
     log.info("spark session ready", master=cfg.master, app=app_name or cfg.app_name,
              shuffle_partitions=cfg.shuffle_partitions)
     return spark
+
+
+def execution_tags(spark: SparkSession) -> dict[str, str]:
+    """Where a session's tasks ran, as tags for the job's MLflow run.
+
+    ``spark.master``: the master URL. ``spark.executors``: how many executors ran at least one task
+    (in local mode the driver runs them all: 0). ``spark.executor_tasks``: JSON, executor id ->
+    host:port and tasks run so far, ``driver`` included. Read from Spark's status store, which is
+    kept with the web UI off too; a Spark without it leaves the last two tags out.
+    """
+    context = spark.sparkContext
+    tags = {"spark.master": str(context.master)}
+    try:
+        summaries = context._jsc.sc().statusStore().executorList(True).iterator()  # type: ignore[union-attr]
+        tasks: dict[str, dict[str, str | int]] = {}
+        while summaries.hasNext():
+            summary = summaries.next()
+            tasks[str(summary.id())] = {"host": str(summary.hostPort()), "tasks": int(summary.totalTasks())}
+    except Exception as err:  # Py4J: a Spark version without this status store API
+        log.warning("spark: could not read the executors from the status store", error=str(err))
+        return tags
+    used = [e for e, info in tasks.items() if e != "driver" and int(info["tasks"]) > 0]
+    tags["spark.executors"] = str(len(used))
+    tags["spark.executor_tasks"] = json.dumps(dict(sorted(tasks.items())), separators=(",", ":"))
+    return tags

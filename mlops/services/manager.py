@@ -1,4 +1,4 @@
-"""``mlops services up | down | status``: the local Kafka broker and MLflow server as one unit.
+"""``mlops services up | down | status``: the local Kafka broker (or cluster) and MLflow server as one unit.
 
 Services marked ``managed: false`` in configuration (an external cluster, the docker profile) are
 never started or stopped here, only checked.
@@ -15,8 +15,8 @@ from mlops import kafka
 from mlops.config import Settings
 from mlops.errors import ServiceError
 from mlops.services import mlflow_server
-from mlops.services.kafka_broker import KafkaBroker, kafka_version
-from mlops.services.process import wait_for
+from mlops.services.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
+from mlops.services.process import stop_together, wait_for
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,28 @@ class ServiceStatus:
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
-    broker, tracking = KafkaBroker(settings), mlflow_server.MlflowServer(settings)
-    kafka_proc, mlflow_proc = broker.process.process(), tracking.process.process()
-    return [
-        ServiceStatus(
-            "kafka", settings.kafka.bootstrap_servers, settings.kafka.managed, kafka_proc is not None,
-            kafka.is_ready(settings.kafka), kafka_version(), kafka_proc.pid if kafka_proc else None,
-        ),
-        ServiceStatus(
-            "mlflow", settings.mlflow.tracking_uri, settings.mlflow.managed, mlflow_proc is not None,
-            mlflow_server.is_ready(settings.mlflow), package_version("mlflow"),
-            mlflow_proc.pid if mlflow_proc else None,
-        ),
-    ]
+    """One row per service; a managed Kafka cluster has one row per node (``kafka``, ``kafka-2``, ...)."""
+    tracking = mlflow_server.MlflowServer(settings)
+    mlflow_proc = tracking.process.process()
+    rows = _kafka_status(settings)
+    rows.append(ServiceStatus(
+        "mlflow", settings.mlflow.tracking_uri, settings.mlflow.managed, mlflow_proc is not None,
+        mlflow_server.is_ready(settings.mlflow), package_version("mlflow"), mlflow_proc.pid if mlflow_proc else None,
+    ))
+    return rows
+
+
+def _kafka_status(settings: Settings) -> list[ServiceStatus]:
+    if not settings.kafka.managed:  # an external cluster: whether it answers at all
+        return [ServiceStatus("kafka", settings.kafka.bootstrap_servers, False, False,
+                              kafka.is_ready(settings.kafka), kafka_version())]
+    rows = []
+    for broker in KafkaCluster(settings).brokers:
+        proc = broker.process.process()
+        answers = kafka.is_ready(settings.kafka.model_copy(update={"bootstrap_servers": broker.node.address}))
+        rows.append(ServiceStatus(broker.name, broker.node.address, True, proc is not None, answers,
+                                  kafka_version(), proc.pid if proc else None))
+    return rows
 
 
 def up(settings: Settings, report: Callable[[str], None] = print) -> dict[str, float]:
@@ -62,10 +71,10 @@ def up(settings: Settings, report: Callable[[str], None] = print) -> dict[str, f
     try:
         t0 = time.monotonic()
         if settings.kafka.managed:
-            broker = KafkaBroker(settings)
-            report(f"kafka: starting Apache Kafka {kafka_version()} on {settings.kafka.bootstrap_servers}")
-            if broker.start():
-                started.append(broker)
+            cluster = KafkaCluster(settings)
+            nodes = f" ({len(cluster.brokers)} nodes)" if len(cluster.brokers) > 1 else ""
+            report(f"kafka: starting Apache Kafka {kafka_version()} on {settings.kafka.bootstrap_servers}{nodes}")
+            started.extend(cluster.start())
         else:
             report(f"kafka: external, checking {settings.kafka.bootstrap_servers}")
             kafka.wait_until_ready(settings.kafka, settings.kafka.ready_timeout_s)
@@ -86,8 +95,7 @@ def up(settings: Settings, report: Callable[[str], None] = print) -> dict[str, f
         timings["mlflow"] = time.monotonic() - t0
         report(f"mlflow: ready in {timings['mlflow']:.1f}s, UI at {settings.mlflow.tracking_uri}")
     except BaseException:
-        for service in reversed(started):
-            service.stop()
+        stop_together([service.process for service in started])
         raise
     return timings
 
@@ -95,16 +103,23 @@ def up(settings: Settings, report: Callable[[str], None] = print) -> dict[str, f
 def down(settings: Settings, report: Callable[[str], None] = print) -> list[str]:
     """Stop exactly the processes ``up`` started (by pid file); return their names."""
     stopped = []
-    for service in (mlflow_server.MlflowServer(settings), KafkaBroker(settings)):
-        if service.stop():
-            stopped.append(service.name)
-            report(f"{service.name}: stopped")
+    if mlflow_server.MlflowServer(settings).stop():
+        stopped.append("mlflow")
+    stopped += KafkaCluster(settings).stop()
+    for name in stopped:
+        report(f"{name}: stopped")
     return stopped
 
 
 def require_ready(settings: Settings) -> None:
-    """Raise a clear error if Kafka or MLflow does not answer (for commands that need both)."""
-    problems = [s for s in status(settings) if not s.ready]
+    """Raise a clear error if Kafka or MLflow does not answer (for commands that need both).
+
+    Kafka answers if the cluster does: a cluster with one node down still serves.
+    """
+    problems = [f"{name} at {address}" for name, address, ready in (
+        ("kafka", settings.kafka.bootstrap_servers, kafka.is_ready(settings.kafka)),
+        ("mlflow", settings.mlflow.tracking_uri, mlflow_server.is_ready(settings.mlflow)),
+    ) if not ready]
     if problems:
-        names = ", ".join(f"{s.name} at {s.address}" for s in problems)
+        names = ", ".join(problems)
         raise ServiceError(f"not reachable: {names}. Start them with `mlops services up`.")

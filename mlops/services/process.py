@@ -80,19 +80,27 @@ class ManagedProcess:
 
         Returns True if something was stopped. The pid file is removed either way.
         """
-        proc = self.process()
-        stopped = False
-        if proc is not None:
-            family = [proc, *proc.children(recursive=True)]
-            for member in family:
-                _signal(member, signal.SIGTERM)
-            _, alive = psutil.wait_procs(family, timeout=timeout_s)
-            for member in alive:
-                _signal(member, signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=10)
-            stopped = True
-        self.pid_file.unlink(missing_ok=True)
-        return stopped
+        return bool(stop_together([self], timeout_s))
+
+
+def stop_together(processes: list[ManagedProcess], timeout_s: float = 30.0) -> list[ManagedProcess]:
+    """Stop several recorded processes at once (SIGTERM to all, then SIGKILL to those left after
+    ``timeout_s``); return the ones that were running. Their pid files are removed either way.
+
+    At once, because the nodes of a Kafka quorum each need a majority to shut down cleanly: one by
+    one, the last would wait for peers that are gone.
+    """
+    running = [(managed, proc) for managed in processes if (proc := managed.process()) is not None]
+    family = [member for _, proc in running for member in (proc, *proc.children(recursive=True))]
+    for member in family:
+        _signal(member, signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=timeout_s)
+    for member in alive:
+        _signal(member, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=10)
+    for managed in processes:
+        managed.pid_file.unlink(missing_ok=True)
+    return [managed for managed, _ in running]
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:

@@ -242,7 +242,7 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
            spark: SparkSession | None, progress: Callable[[str], None]) -> TrainResult:
     import mlflow
 
-    from mlops.spark import spark_session
+    from mlops.spark import execution_tags, spark_session
 
     clock = time.perf_counter()
     cfg = settings.train
@@ -286,6 +286,7 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
         progress(f"searching {len(candidates)} candidates on Spark ({len(split.train)} train / "
                  f"{len(split.validation)} validation rows)")
         results = distributed_search(session, candidates, data)
+        mlflow.set_tags(execution_tags(session))  # where the tasks ran: master and executors
     finally:
         if own_session:
             session.stop()
