@@ -16,7 +16,7 @@ No training and no services: what is measured is detection alone, on the loop be
   by a cooldown).
 
 The same windows are judged by three common rules, each counted as a trigger after
-``policy.consecutive_windows`` flagged windows in a row, like the product's:
+``policy.drift_consecutive_windows`` flagged windows in a row, like the product's:
 
 * ``evidently-default``: Evidently's default data-drift rule for windows of up to 1,000 rows, a
   two-sample KS test per feature at p < 0.05, the dataset drifted when half the features are;
@@ -127,7 +127,7 @@ def run_one(settings: Settings, scenario: str, seed: int, hours: float) -> dict[
             counts["product"].flagged += bool(result.drifted)
             frame = predictions_frame(window.predictions)[features]
             for rule, bad in baseline_verdicts(frame, reference, features, p99).items():
-                counts[rule].observe(bad, end, policy.consecutive_windows)
+                counts[rule].observe(bad, end, policy.drift_consecutive_windows)
     start, stop = times[0], times[-1]
     onset = stream.onset.event_time if stream.onset else None
     out: dict[str, object] = {"scenario": scenario, "seed": seed, "windows": window_id,

@@ -154,6 +154,7 @@ class LoopController:
                                  "drift_share": result.drift_share, "metrics": result.metrics or {},
                                  "drifted": getattr(result, "drifted", None),
                                  "start": _iso(result.start_time), "end": _iso(result.end_time)})
+        self._follow_outside_promotion(result.model_version)
         with self._lock:
             commands = self.core.on_window(result)
             self._dispatch(commands)
@@ -163,6 +164,26 @@ class LoopController:
         if not notes:
             return None
         return Decision(notes[0].kind == "trigger", notes[0].reason, window_id, notes[0].bad_streak)
+
+    def _follow_outside_promotion(self, version: str | None) -> None:
+        """A window of a version other than the loop's champion: if the registry's champion alias now
+        points to it (promoted by a person or the API), the loop follows. One registry call per such
+        window (the old champion's last windows after a promotion, or a version promoted by hand)."""
+        if version is None or self.core.champion is None or version == self.core.champion:
+            return
+        from mlops.registry.catalog import version_info
+        from mlops.registry.loader import resolve_alias
+
+        try:
+            if resolve_alias(self.settings) != version:
+                return
+            baseline = version_info(self.settings, version).metrics.get("val_" + self.settings.policy.primary_metric)
+        except MlopsError as err:  # the registry is down: ask again with the next window
+            log.warning("cannot read the registry's champion", error=str(err).splitlines()[0])
+            return
+        with self._lock:
+            self._dispatch(self.core.champion_changed(version, baseline))
+        self.report(f"loop: following version {version}, made the champion outside the loop")
 
     def promote(self, version: str, *, reason: str, force: bool = False,
                 evaluation_data: pd.DataFrame | None = None) -> Verdict:

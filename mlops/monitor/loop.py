@@ -327,6 +327,28 @@ class LoopCore:
         self.policy.retraining_finished()
         return self._tick()
 
+    def champion_changed(self, version: str, baseline_metric: float | None,
+                         now: datetime | None = None) -> list[Command]:
+        """Someone else (``mlops promote`` or ``rollback``, the API) made ``version`` the champion: follow it.
+
+        No probation (a person decided); the old champion's streaks and probation end; a retraining
+        in flight goes on, its challenger then gated against the new champion.
+        """
+        if now is not None:
+            self._advance(now)
+        if version == self.champion:
+            return []
+        previous = self.champion
+        self.champion = version
+        self.baseline_metric = baseline_metric if baseline_metric is not None else self._baselines.get(version)
+        self._baselines[version] = self.baseline_metric
+        self.policy.streaks.clear()
+        self.probation = None
+        self.follow_ups = None  # they were the old champion's answer to its drift
+        note = Note("evaluation", f"version {version} became the champion outside the loop (was {previous}); "
+                                  "the loop follows it", None, version)
+        return [note, *self._tick()]
+
     def rolled_back(self, version: str, now: datetime | None = None) -> list[Command]:
         """A :class:`Rollback` was executed: ``version`` serves again."""
         if now is not None:

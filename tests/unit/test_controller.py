@@ -261,3 +261,12 @@ def test_a_failed_retraining_is_recorded_and_leaves_the_loop_ready(tmp_path: Pat
     assert "12 labelled rows" in (failed.reason or "")
     # Training starts where the drift began (window 1), once retrain_min_window (1h) of it exists.
     assert (calls[0].since, calls[0].until, calls[0].trigger) == (T0 + HOUR, T0 + 3 * HOUR, "drift")
+
+
+def test_a_champion_promoted_outside_the_loop_is_followed_without_probation() -> None:
+    c = core(consecutive_windows=1)
+    c.on_window(JudgedWindow(1, 0.9, start_time=T0, end_time=T0 + HOUR))  # a bad window of v1: streak 1
+    notes = c.champion_changed("7", baseline_metric=0.8, now=T0 + 2 * HOUR)
+    assert c.champion == "7" and c.baseline_metric == 0.8 and c.probation is None
+    assert not c.policy.streaks.get("drift") and "outside the loop" in notes[0].reason  # type: ignore[union-attr]
+    assert c.champion_changed("7", baseline_metric=0.8) == []  # already followed
