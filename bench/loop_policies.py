@@ -204,7 +204,11 @@ class Trainer:
         original = client.get_model_version(source.name, source.version)
         name = settings.mlflow.registered_model
         client.create_registered_model(name)
-        copy = client.create_model_version(name, str(original.source), run_id=original.run_id, tags=original.tags)
+        # MLflow 3: a "models:/<model id>" source must also name that logged model.
+        source_uri = str(original.source)
+        model_id = source_uri.removeprefix("models:/") if source_uri.startswith("models:/m-") else None
+        copy = client.create_model_version(name, source_uri, run_id=original.run_id, tags=original.tags,
+                                           model_id=model_id)
         client.set_registered_model_alias(name, "champion", copy.version)
         return str(copy.version)
 
