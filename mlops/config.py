@@ -369,6 +369,9 @@ class MonitorSettings(_Section):
     window_grace_s: float = Field(60.0, ge=0)
     """Time windows close once the newest prediction is this much past their end (out-of-order slack)."""
     min_window: int = Field(50, ge=2)
+    partition_wait_s: float = Field(5.0, ge=0)
+    """How long the monitor holds predictions back for a partition that has none ready, so that
+    drift windows hold the whole fleet in event-time order (mlops/monitor/windows.py, PartitionMerge)."""
     """Fewest predictions a drift window needs to be judged (one cut short by a model change, a quiet time window)."""
 
 

@@ -47,6 +47,7 @@ from mlops.monitor.results import WindowResult
 from mlops.monitor.windows import (
     ClosedWindow,
     LabelJoin,
+    PartitionMerge,
     PerformanceWindows,
     Position,
     WindowBuilder,
@@ -86,6 +87,7 @@ class Monitor:
         policy, features = settings.policy, settings.features
         self.windows = WindowBuilder(policy.window_mode, policy.window_size, policy.window_seconds,
                                      settings.monitor.window_grace_s, settings.monitor.min_window)
+        self.merge = PartitionMerge(settings.monitor.partition_wait_s)
         self.join = LabelJoin(features.horizon_cycles, features.cycle_seconds, policy.label_lateness_s,
                               settings.monitor.max_pending_per_device)
         self.performance = PerformanceWindows(policy.window_size)
@@ -133,9 +135,15 @@ class Monitor:
                 # Errors go to the one policy: logged and retried, or fatal and the monitor stops.
                 messages = kafka.consume(consumer, 500, self.settings.monitor.poll_timeout_s, self._context)
                 closed: list[ClosedWindow] = []
+                now = time.monotonic()
+                self.merge.track([(tp.topic, tp.partition) for tp in consumer.assignment()
+                                  if tp.topic == self.topics.predictions], now)
                 for message in messages:
-                    last_record = time.monotonic()
-                    closed.extend(self._handle(message, dead))
+                    last_record = now
+                    closed.extend(self._handle(message, dead, now))
+                for prediction in self.merge.release(time.monotonic()):  # the fleet in event-time order
+                    closed.extend(self.windows.add(prediction))
+                    closed.extend(self._performance_windows(self.join.add_prediction(prediction)))
                 for window in closed:
                     self._publish(*self._judge(window), engine, writer)
                 if messages:
@@ -161,7 +169,7 @@ class Monitor:
             run.finish(failed=failed)
         return self.status
 
-    def _handle(self, message: Any, dead: Any) -> list[ClosedWindow]:
+    def _handle(self, message: Any, dead: Any, now: float) -> list[ClosedWindow]:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         try:
             if topic == self.topics.labels:
@@ -185,9 +193,8 @@ class Monitor:
                      previous=self._last_version[1] if self._last_version else None)
             self._last_version = version
             self.status.model_version = version[1]
-        closed = self.windows.add(prediction)
-        closed.extend(self._performance_windows(self.join.add_prediction(prediction)))
-        return closed
+        self.merge.add(prediction, now)  # to the windows and the label join once released
+        return []
 
     def _performance_windows(self, judged: list[Any]) -> list[ClosedWindow]:
         return [w for w in (self.performance.add(j) for j in judged) if w is not None]
@@ -196,7 +203,7 @@ class Monitor:
         positions = consumer.position(consumer.assignment())
         # Never commit past a prediction that is still held in memory (open window or label join).
         held: dict[tuple[str, int], int] = {}
-        for prediction in self.windows.held() + self.join.held() + self.performance.held():
+        for prediction in self.merge.held() + self.windows.held() + self.join.held() + self.performance.held():
             if prediction.position is not None:
                 key = (prediction.position.topic, prediction.position.partition)
                 held[key] = min(held.get(key, prediction.position.offset), prediction.position.offset)

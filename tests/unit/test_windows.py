@@ -11,6 +11,7 @@ from mlops.data.schemas import Label
 from mlops.errors import ValidationError
 from mlops.monitor.windows import (
     LabelJoin,
+    PartitionMerge,
     PerformanceWindows,
     Position,
     Prediction,
@@ -246,3 +247,31 @@ def test_parse_prediction_reads_the_contract_fields() -> None:
 def test_parse_prediction_rejects_bad_records_with_a_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
         parse_prediction(raw)
+
+
+def _on(partition: int, device: str, cycle: float, offset: int) -> Prediction:
+    return Prediction(device, at(cycle), 0.5, 1, "m", "1", {"x": float(cycle)},
+                      position=Position("iot.predictions", partition, offset))
+
+
+def test_partitions_read_at_different_paces_are_merged_in_event_time_order() -> None:
+    merge = PartitionMerge(wait_s=5.0)
+    merge.track([("iot.predictions", 0), ("iot.predictions", 1)], now=0.0)
+    # A backlog: partition 0 arrives first, whole; partition 1 has delivered nothing yet.
+    for cycle in range(4):
+        merge.add(_on(0, "a", cycle, cycle), now=0.0)
+    assert merge.release(now=1.0) == [] and len(merge.held()) == 4  # held back for partition 1
+    for cycle in range(4):
+        merge.add(_on(1, "b", cycle, cycle), now=1.0)
+    released = merge.release(now=1.0)
+    assert [(p.device_id, p.event_time) for p in released[:4]] == [("a", at(0)), ("b", at(0)), ("a", at(1)),
+                                                                    ("b", at(1))]
+    assert len(released) == 7 and len(merge.held()) == 1  # the last one waits for partition 0's next
+
+
+def test_an_idle_partition_stops_holding_the_others_back_after_the_wait() -> None:
+    merge = PartitionMerge(wait_s=5.0)
+    merge.track([("iot.predictions", 0), ("iot.predictions", 1)], now=0.0)
+    merge.add(_on(0, "a", 0, 0), now=0.0)
+    assert merge.release(now=4.9) == []
+    assert [p.device_id for p in merge.release(now=5.0)] == ["a"] and merge.held() == []
