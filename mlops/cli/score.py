@@ -38,20 +38,36 @@ def score(
     metrics = ScorerMetrics()
     metrics.serve(settings.scorer.metrics_port if metrics_port is None else metrics_port)
     started = time.monotonic()
-    last_report = [0.0]
+    latest: list[ScoreSummary] = []
+    finished = threading.Event()
 
-    def progress(summary: ScoreSummary) -> None:
-        now = time.monotonic()
-        if now - last_report[0] >= 2.0:
-            last_report[0] = now
-            rate = summary.processed / max(now - started, 1e-9)
-            console.print(f"scored {summary.scored} dead letters {summary.dead_letters} batches {summary.batches} "
-                          f"aborted {summary.aborted} model v{summary.model_version} ({rate:,.0f}/s)")
+    def report_progress() -> None:
+        # Every 2 s while the counts change, from its own thread: the last batch before the stream goes
+        # quiet is shown too (reporting from the batch callback would leave a stale line up while idle).
+        shown: tuple[int, ...] = ()
+        while not finished.wait(2.0):
+            if not latest:
+                continue
+            summary = latest[-1]
+            counts = (summary.scored, summary.dead_letters, summary.batches, summary.aborted)
+            if counts != shown:
+                shown = counts
+                rate = summary.processed / max(time.monotonic() - started, 1e-9)
+                console.print(f"scored {summary.scored} dead letters {summary.dead_letters} batches "
+                              f"{summary.batches} aborted {summary.aborted} model v{summary.model_version} "
+                              f"({rate:,.0f}/s)")
 
+    def on_batch(summary: ScoreSummary) -> None:
+        latest[:] = [summary]
+
+    reporter = threading.Thread(target=report_progress, name="score-progress", daemon=True)
+    reporter.start()
     try:
         summary = Scorer(settings, group_id=group, instance_id=instance, metrics=metrics).run(
-            max_events=max_events, stop=stop, on_batch=progress)
+            max_events=max_events, stop=stop, on_batch=on_batch)
     finally:
+        finished.set()
+        reporter.join(timeout=5)
         metrics.close()
     console.print(f"done: scored {summary.scored}, dead letters {summary.dead_letters}, "
                   f"batches {summary.batches}, aborted {summary.aborted}, model v{summary.model_version}")
