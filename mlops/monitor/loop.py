@@ -231,6 +231,8 @@ class LoopCore:
         self.probation: Probation | None = None
         self.follow_ups: _FollowUps | None = None
         self._baselines: dict[str, float | None] = {}
+        self._fine_until: dict[str, datetime] = {}
+        """Per stream: the end of the newest window that was fine."""
         if champion is not None:
             self._baselines[champion] = baseline_metric
 
@@ -257,8 +259,16 @@ class LoopCore:
             streak = self.policy.bad_streak
             out.append(Note("not_triggered", f"{signal}; streak unchanged", window_id, result.model_version, streak))
             return out + self._tick(window_id)
-        if self.policy.why_bad(signal) is not None and not self.policy.streaks.get(signal.stream):
-            self.drift_started = result.start_time
+        bad = self.policy.why_bad(signal) is not None
+        if bad and not self.policy.streaks.get(signal.stream):
+            # Drift windows overlap: the window before this one was fine up to its end, so the
+            # drift began after that (training from the window's start would mix the old regime in).
+            fine_until = self._fine_until.get(signal.stream)
+            start = result.start_time
+            self.drift_started = max(start, fine_until) if start and fine_until and fine_until < (
+                result.end_time or fine_until) else start
+        if not bad and result.end_time is not None:
+            self._fine_until[signal.stream] = result.end_time
         decision = self.policy.observe(signal, self._now())
         out.append(Note("trigger" if decision.trigger else "not_triggered", decision.reason, window_id,
                         result.model_version, decision.bad_streak))

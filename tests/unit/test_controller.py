@@ -270,3 +270,11 @@ def test_a_champion_promoted_outside_the_loop_is_followed_without_probation() ->
     assert c.champion == "7" and c.baseline_metric == 0.8 and c.probation is None
     assert not c.policy.streaks.get("drift") and "outside the loop" in notes[0].reason  # type: ignore[union-attr]
     assert c.champion_changed("7", baseline_metric=0.8) == []  # already followed
+
+
+def test_with_overlapping_windows_the_drift_starts_after_the_last_fine_window() -> None:
+    c = core()
+    c.on_window(JudgedWindow(1, 0.0, start_time=T0, end_time=T0 + HOUR, drifted=False))
+    notes = c.on_window(JudgedWindow(2, 0.4, start_time=T0 + HOUR / 2, end_time=T0 + 3 * HOUR / 2, drifted=True))
+    assert any(getattr(n, "kind", None) == "trigger" for n in notes)
+    assert c.drift_started == T0 + HOUR  # not the bad window's start: the fine window covered up to here
