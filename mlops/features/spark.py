@@ -74,7 +74,11 @@ def build_feature_table(settings: Settings, spark: SparkSession) -> tuple[Featur
     source = settings.lake_dir / "readings"
     if not source.exists():
         raise ValidationError(f"no readings in the lake at {source}: run the lake sink first")
-    readings = spark.read.parquet(str(source))
+    from mlops.train.dataset import select_device_types
+
+    # The union of every file's columns (fleets' sensors differ), then the configured fleet's readings only:
+    # the same selection training makes, so the table has the models' features.
+    readings = select_device_types(settings, spark.read.option("mergeSchema", "true").parquet(str(source)))
     spec = lake_spec(readings, settings.features.window, settings.features.sensors)
     features = spark_features(readings, spec).withColumnRenamed("event_time", feast_repo.TIMESTAMP)
     table = features.select(feast_repo.JOIN_KEY, feast_repo.TIMESTAMP, *spec.feature_names())

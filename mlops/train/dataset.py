@@ -165,7 +165,7 @@ def window_end(settings: Settings, now: datetime) -> datetime:
     return end if end is not None and end < now else now
 
 
-def _select_device_types(settings: Settings, readings: DataFrame) -> DataFrame:
+def select_device_types(settings: Settings, readings: DataFrame) -> DataFrame:
     """The readings of ``features.device_types``; unset, the window's types must share their sensors.
 
     Two fleets in one lake (a simulated pump fleet and replayed turbofans) have disjoint sensors: no
@@ -195,6 +195,9 @@ def _select_device_types(settings: Settings, readings: DataFrame) -> DataFrame:
     return readings
 
 
+_select_device_types = select_device_types  # its earlier, private name
+
+
 def build_training_set(settings: Settings, spark: SparkSession, since: datetime, until: datetime) -> TrainingSet:
     """Read the window from the lake, compute features on Spark, label them; TrainingError if the window is empty."""
     from pyspark.sql import functions as F
@@ -208,7 +211,7 @@ def build_training_set(settings: Settings, spark: SparkSession, since: datetime,
         spark.read.option("mergeSchema", "true").parquet(*(str(f.path) for f in reading_files))
         .where((F.col("event_time") >= F.lit(since)) & (F.col("event_time") < F.lit(until)))
     )
-    readings = _select_device_types(settings, readings)
+    readings = select_device_types(settings, readings)
     spec = FeatureSpec(_sensors(settings, readings), settings.features.window)
     features: pd.DataFrame = spark_features(readings, spec).toPandas()
     features["event_time"] = pd.to_datetime(features["event_time"], utc=True)
