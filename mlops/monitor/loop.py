@@ -162,6 +162,8 @@ def window_signal(result: WindowLike, policy: PolicySettings,
         drifted = getattr(result, "drifted", None)
         if drifted is None and result.drift_share is None:
             return "drift window without a drift statistic"
+        if drifted is None and getattr(result, "drift_score", None) is not None:
+            return "drift window judges nothing: it is not a sample of the fleet (mlops.monitor.judge.fleet_sample)"
         return WindowSignal(window_id, drift_share=result.drift_share,
                             drifted=None if drifted is None else bool(drifted),
                             drift_score=getattr(result, "drift_score", None),

@@ -275,3 +275,16 @@ def test_an_idle_partition_stops_holding_the_others_back_after_the_wait() -> Non
     merge.add(_on(0, "a", 0, 0), now=0.0)
     assert merge.release(now=4.9) == []
     assert [p.device_id for p in merge.release(now=5.0)] == ["a"] and merge.held() == []
+
+
+def test_a_window_of_part_of_the_fleet_over_hours_is_not_a_fleet_sample() -> None:
+    from mlops.monitor.calibration import DriftCalibration
+    from mlops.monitor.judge import fleet_sample
+    from mlops.monitor.windows import ClosedWindow
+
+    # The training rows' rate: 20 readings a minute (57.6 windows of 1000 a day at a hop of 500).
+    calibration = DriftCalibration(["x"], {"x": 1.0}, 4.0, 1000, 500, 57.6, 1 / 30, 1e-4)
+    fleet = [pred(f"d{i % 20}", i / 20) for i in range(1000)]  # 50 minutes of the whole fleet
+    part = [pred(f"d{i % 5}", i / 5) for i in range(1000)]  # 5 devices over 200 minutes
+    assert fleet_sample(ClosedWindow("drift", "m", "1", fleet, at(0), at(50)), calibration)
+    assert not fleet_sample(ClosedWindow("drift", "m", "1", part, at(0), at(200)), calibration)
