@@ -1,6 +1,6 @@
 """Benchmark: one drift scenario per run — static model, fixed schedules, the product's loop, a hindsight oracle.
 
-    .venv/bin/python bench/loop.py [--scenario recalibration|wear_regime|fault_mode|cmapss]
+    .venv/bin/python bench/loop.py [--scenario recalibration|gradual_drift|fault_mode|cmapss|cmapss_fd002]
                                    [--seeds 1,2,3] [--schedules 1h,6h,24h] [--schedule-promotion gate|always]
                                    [--hours-after-onset 24] [--devices 20] [--out bench/out/loop]
 
