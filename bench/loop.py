@@ -46,8 +46,9 @@ from loop_stream import LakeFeed, Stream, simulated_stream
 from mlops.config import Settings, load_settings
 from mlops.train.job import parse_duration
 
-CMAPSS = "cmapss"
-"""The C-MAPSS FD001 replay with an injected drift (:mod:`loop_cmapss`); any other name is a simulator scenario."""
+CMAPSS_STREAMS = ("cmapss", "cmapss_fd002")
+"""C-MAPSS streams (:data:`loop_cmapss.STREAMS`): FD001 with an injected drift, FD001 then FD002; any other
+name is a simulator scenario."""
 
 
 def arguments() -> argparse.Namespace:
@@ -56,7 +57,8 @@ def arguments() -> argparse.Namespace:
     demo = load_settings("local").demo
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default=demo.scenario,
-                        help=f"simulator drift scenario ({', '.join(available_scenarios())}) or {CMAPSS}")
+                        help=f"simulator drift scenario ({', '.join(available_scenarios())}) or "
+                             f"{' / '.join(CMAPSS_STREAMS)}")
     parser.add_argument("--devices", type=int, default=demo.devices)
     parser.add_argument("--seeds", default=str(demo.seed), help="comma-separated simulator seeds, e.g. 1,2,3")
     parser.add_argument("--history-readings", type=int, default=demo.history_readings,
@@ -70,9 +72,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--block", default="5m", help="event time scored between two policy decisions")
     parser.add_argument("--out", type=Path, default=Path("bench/out/loop"))
     args = parser.parse_args()
-    if args.scenario != CMAPSS and args.scenario not in available_scenarios():
+    if args.scenario not in CMAPSS_STREAMS and args.scenario not in available_scenarios():
         parser.error(f"--scenario {args.scenario!r}: not a scenario (known: {', '.join(available_scenarios())}, "
-                     f"{CMAPSS})")
+                     f"{', '.join(CMAPSS_STREAMS)})")
     try:
         args.seed_list = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
         args.schedule_list = [parse_duration(every.strip()) for every in args.schedules.split(",") if every.strip()]
@@ -92,10 +94,10 @@ def bench_settings(data_dir: Path, run_name: str) -> Settings:
 
 
 def make_stream(args: argparse.Namespace, settings: Settings, seed: int) -> Stream:
-    if args.scenario == CMAPSS:
-        from loop_cmapss import cmapss_stream
+    if args.scenario in CMAPSS_STREAMS:
+        from loop_cmapss import STREAMS
 
-        return cmapss_stream(settings, hours_after_onset=args.hours_after_onset)
+        return STREAMS[args.scenario](settings, hours_after_onset=args.hours_after_onset)
     return simulated_stream(settings, args.scenario, args.devices, seed, args.history_readings,
                             args.hours_after_onset)
 
