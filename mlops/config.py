@@ -128,7 +128,8 @@ class PartitionSettings(_Section):
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     managed: bool = True
-    """True: ``mlops services up`` runs a local single-node KRaft broker. False: only check it answers."""
+    """True: ``mlops services up`` runs a local KRaft node per address of ``bootstrap_servers`` (one: the
+    single developer broker; three: a cluster, docs/operations.md). False: only check it answers."""
     controller_port: int = Field(9093, ge=1, le=65535)
     heap: str = "1g"
     ready_timeout_s: float = Field(90.0, gt=0)

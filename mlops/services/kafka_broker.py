@@ -207,8 +207,8 @@ class KafkaBroker(LocalService):
             # A local cluster: start consumer groups at once instead of waiting 3 s.
             "group.initial.rebalance.delay.ms=0",
             # A node that stops heartbeating is fenced, and its partitions move, after 5 s (Kafka's
-            # default: 9 s): well within a scorer's group session (scorer.session_timeout_ms, 10 s),
-            # which must outlast the move, or the scorer rejoins and its static member is fenced.
+            # default: 9 s). A scorer's group session must outlast the move, or the scorer rejoins
+            # and its static member is fenced (docs/operations.md: 30 s on a cluster).
             "broker.heartbeat.interval.ms=1000",
             "broker.session.timeout.ms=5000",
             "auto.create.topics.enable=false",
