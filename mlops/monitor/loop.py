@@ -265,10 +265,10 @@ class LoopCore:
         if bad and not self.policy.streaks.get(signal.stream):
             # Drift windows overlap: the window before this one was fine up to its end, so the
             # drift began after that (training from the window's start would mix the old regime in).
-            fine_until = self._fine_until.get(signal.stream)
-            start = result.start_time
-            self.drift_started = max(start, fine_until) if start and fine_until and fine_until < (
-                result.end_time or fine_until) else start
+            start, fine_until = result.start_time, self._fine_until.get(signal.stream)
+            end = result.end_time
+            overlaps = start is not None and fine_until is not None and end is not None and start < fine_until < end
+            self.drift_started = fine_until if overlaps else start
         if not bad and result.end_time is not None:
             self._fine_until[signal.stream] = result.end_time
         decision = self.policy.observe(signal, self._now())
