@@ -46,11 +46,12 @@ from loop_stream import Stream, simulated_stream
 from scipy import stats
 
 from mlops.config import Settings, load_settings
+from mlops.data.schemas import Prediction
 from mlops.features.compute import FeatureSpec, infer_sensors
 from mlops.monitor import drift, judge
 from mlops.monitor.calibration import DriftCalibration, calibrate_for_policy, null_windows
 from mlops.monitor.loop import LoopCore
-from mlops.monitor.windows import Prediction, WindowBuilder, predictions_frame
+from mlops.monitor.windows import WindowBuilder, predictions_frame
 
 SIMULATED = ("stationary", "recalibration", "gradual_drift", "fault_mode")
 RULES = ("product", "evidently-default", "ks-bonferroni", "p99-distance")

@@ -35,7 +35,7 @@ import psutil
 from loop_stream import LakeFeed, Stream
 
 from mlops.config import Settings
-from mlops.data.schemas import Label, Reading
+from mlops.data.schemas import Label, Prediction, Reading
 from mlops.errors import MlopsError, PolicyError
 from mlops.monitor import judge
 from mlops.monitor.loop import (
@@ -50,7 +50,7 @@ from mlops.monitor.loop import (
     evaluation_ready,
 )
 from mlops.monitor.retraining import Verdict, gate_and_promote, train_challenger
-from mlops.monitor.windows import ClosedWindow, LabelJoin, PerformanceWindows, Prediction, WindowBuilder
+from mlops.monitor.windows import ClosedWindow, LabelJoin, PerformanceWindows, WindowBuilder
 from mlops.registry.gate import lake_evaluation_data
 from mlops.registry.loader import LoadedModel, load_version
 from mlops.train.job import TrainRequest, Trigger

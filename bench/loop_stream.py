@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import Settings
-from mlops.data.schemas import Label, Reading
+from mlops.data.schemas import Label, Reading, lake_row
 from mlops.features.compute import FeatureSpec, features_frame, infer_sensors
 from mlops.features.labels import label_readings
 
@@ -162,8 +162,7 @@ class LakeFeed:
     def add(self, event: Reading | Label) -> None:
         table = "readings" if isinstance(event, Reading) else "labels"
         offset = self._next_offset[table] + len(self._pending[table])
-        self._pending[table].append({**event.to_row(), "_topic": self._topic[table], "_partition": 0,
-                                     "_offset": offset})
+        self._pending[table].append(lake_row(event, self._topic[table], 0, offset))
 
     def flush(self) -> None:
         from mlops.data.lake import write_commit

@@ -29,7 +29,7 @@ from mlops import kafka
 from mlops.config import Settings
 from mlops.data import lake
 from mlops.data.dlq import DeadLetters
-from mlops.data.schemas import parse_label, parse_reading
+from mlops.data.schemas import lake_row, parse_label, parse_reading
 from mlops.errors import ValidationError
 from mlops.log import get_logger
 
@@ -180,7 +180,7 @@ class LakeSink:
             self._dead.send_message(message, invalid.reason)
             pending.dead_letters += 1
             return
-        pending.rows.append({**event.to_row(), "_topic": topic, "_partition": partition, "_offset": offset})
+        pending.rows.append(lake_row(event, topic, partition, offset))
 
     def _due(self) -> bool:
         if self._pending_count >= self._batch_rows:

@@ -19,21 +19,40 @@ A **label** (topic ``iot.labels``, key = device id): ground truth that arrives l
 Validation is strict and its error says which field and why: missing fields, unknown fields,
 wrong types, NaN or infinite numbers, values outside the physical range and unknown schema
 versions are all rejected with :class:`~mlops.errors.ValidationError`.
+
+The other messages of the loop have their contract here too, each with its encoder and decoder:
+
+- a **prediction** (topic ``iot.predictions``, version :data:`PREDICTION_SCHEMA_VERSION`):
+  :func:`encode_predictions` (the scorer, one batch at a time) and :func:`parse_prediction`;
+- a **model event** (topic ``mlops.model-events``, version :data:`MODEL_EVENT_SCHEMA_VERSION`):
+  :meth:`ModelEvent.encode` and :meth:`ModelEvent.decode`;
+- a **lake row** (one row of the lake's Parquet files): :func:`lake_row` and :func:`parse_lake_row`.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import to_json
 
 from mlops.errors import ValidationError
 
 SCHEMA_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+"""Version of readings and labels."""
+SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
+PREDICTION_SCHEMA_VERSION = 1
+PREDICTION_VERSIONS = frozenset({PREDICTION_SCHEMA_VERSION})
+MODEL_EVENT_SCHEMA_VERSION = 1
+LAKE_META_COLUMNS = ("_topic", "_partition", "_offset")
+"""Where a lake row was read from, next to the event's own columns."""
 MAX_EVENT_BYTES = 64 * 1024
 """Readings and labels are small; anything larger is a poison message, not data."""
 MAX_ABS_VALUE = 1e9
@@ -193,3 +212,222 @@ def parse_label(raw: bytes | str | None) -> Label:
 def encode(event: Reading | Label) -> bytes:
     """JSON bytes as they go on Kafka."""
     return event.model_dump_json(exclude_none=True).encode()
+
+
+# ------------------------------------------------------------------------------------ predictions
+
+@dataclass(frozen=True)
+class Position:
+    """Where a record was read: topic, partition, offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One record of the predictions topic (docs/contracts.md, "Predictions")."""
+
+    device_id: str
+    event_time: datetime
+    probability: float
+    decision: int
+    model_name: str
+    model_version: str
+    features: dict[str, float]
+    source: Position | None = None
+    """The reading this prediction scored."""
+    position: Position | None = None
+    """This prediction's own record on the predictions topic."""
+
+
+class _FeatureNames(Protocol):
+    def feature_names(self) -> list[str]: ...
+
+
+class ScoringModel(Protocol):
+    """What a prediction records of the model that made it (a :class:`~mlops.registry.loader.LoadedModel`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def spec(self) -> _FeatureNames: ...
+
+
+def encode_predictions(
+    readings: Sequence[Reading],
+    sources: Sequence[tuple[str, int, int]],
+    features: np.ndarray,
+    probabilities: np.ndarray,
+    model: ScoringModel,
+    scored_at: datetime,
+) -> list[bytes]:
+    """One JSON prediction per reading, in order; ``sources`` are (topic, partition, offset).
+
+    pydantic-core's serialiser: about five times faster than ``json.dumps`` on the scorer's hot path.
+    """
+    names = model.spec.feature_names()
+    scored = scored_at.isoformat()
+    rows = features.tolist()  # one conversion for the batch: plain floats serialise fast
+    out = []
+    for reading, (topic, partition, offset), row, probability in zip(
+        readings, sources, rows, probabilities.tolist(), strict=True
+    ):
+        out.append(to_json({
+            "schema_version": PREDICTION_SCHEMA_VERSION,
+            "device_id": reading.device_id,
+            "event_time": reading.event_time.isoformat(),
+            "cycle": reading.cycle,
+            "probability": probability,
+            "decision": int(probability >= model.threshold),
+            "model_name": model.name,
+            "model_version": model.version,
+            "features": dict(zip(names, row, strict=True)),
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "scored_at": scored,
+        }))
+    return out
+
+
+def _require(data: dict[str, Any], name: str, kinds: type | tuple[type, ...]) -> Any:
+    if name not in data:
+        raise ValidationError(f"field '{name}': missing")
+    value = data[name]
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise ValidationError(f"field '{name}': expected {kinds}, got a boolean")
+    if not isinstance(value, kinds):
+        raise ValidationError(f"field '{name}': expected {kinds}, got {type(value).__name__}")
+    return value
+
+
+def parse_prediction(value: bytes | None, position: Position | None = None) -> Prediction:
+    """Parse one predictions-topic record; raises :class:`ValidationError` saying which field is wrong."""
+    if not value:
+        raise ValidationError("empty message")
+    try:
+        data = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValidationError(f"not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("schema_version") not in PREDICTION_VERSIONS:
+        raise ValidationError(f"unknown schema version {data.get('schema_version')!r} "
+                              f"(supported: {sorted(PREDICTION_VERSIONS)})")
+    try:
+        event_time = datetime.fromisoformat(_require(data, "event_time", str))
+    except ValueError as err:
+        raise ValidationError(f"field 'event_time': not an ISO-8601 timestamp: {err}") from err
+    if event_time.tzinfo is None:
+        raise ValidationError("field 'event_time': must carry a timezone")
+    probability = float(_require(data, "probability", (int, float)))
+    if not (0.0 <= probability <= 1.0):
+        raise ValidationError(f"field 'probability': {probability} is outside [0, 1]")
+    features = _require(data, "features", dict)
+    for name, number in features.items():
+        if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+            raise ValidationError(f"field 'features.{name}': {number!r} is not a finite number")
+    source = data.get("source")
+    reading = None
+    if isinstance(source, dict) and {"topic", "partition", "offset"} <= source.keys():
+        reading = Position(str(source["topic"]), int(source["partition"]), int(source["offset"]))
+    return Prediction(
+        device_id=str(_require(data, "device_id", str)),
+        event_time=event_time.astimezone(UTC),
+        probability=probability,
+        decision=int(_require(data, "decision", int)),
+        model_name=str(_require(data, "model_name", str)),
+        model_version=str(_require(data, "model_version", (str, int))),
+        features={str(k): float(v) for k, v in features.items()},
+        source=reading,
+        position=position,
+    )
+
+
+# ----------------------------------------------------------------------------------- model events
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """A promotion or rollback on ``mlops.model-events`` (compacted, key = registered model name)::
+
+        {"schema_version": 1, "model": "iot-failure", "action": "promote", "version": "7",
+         "previous_version": "6", "alias": "champion", "time": "2026-11-21T10:00:00+00:00",
+         "actor": "loop", "reason": "drift window 42: 0.71 of features drifted"}
+
+    Consumers (scorer, API) treat the event as a hint and re-read the alias from the registry,
+    which stays the source of truth; polling the registry is the fallback.
+    """
+
+    model: str
+    action: Literal["promote", "rollback"]
+    version: str
+    previous_version: str | None = None
+    alias: str = "champion"
+    actor: str = "unknown"
+    reason: str = ""
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    schema_version: int = MODEL_EVENT_SCHEMA_VERSION
+
+    def encode(self) -> bytes:
+        """JSON bytes as they go on Kafka."""
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> ModelEvent:
+        """Decode one record; raise :class:`ValidationError` when it is not a model event."""
+        try:
+            data = json.loads(raw or b"")
+            return cls(**data)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValidationError(f"model event is not valid: {err}") from err
+
+
+# --------------------------------------------------------------------------------------- lake rows
+
+def lake_row(event: Reading | Label, topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """The lake's row of an event read at ``topic``/``partition``/``offset``: ``to_row()`` plus
+    :data:`LAKE_META_COLUMNS`."""
+    return {**event.to_row(), "_topic": topic, "_partition": partition, "_offset": offset}
+
+
+_READING_COLUMNS = frozenset({"device_id", "device_type", "event_time", "cycle"})
+
+
+def _null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def parse_lake_row(row: Mapping[str, Any]) -> tuple[Reading | Label, Position]:
+    """The event and its source position back from a lake row (a readings or a labels row).
+
+    A reading's ``setting*`` columns become its settings under their column names, the other
+    columns its sensors, so ``lake_row(*parse_lake_row(row))`` is ``row`` again.
+    """
+    # A Parquet file holds the union of its rows' columns: another device type's sensor, or a
+    # label's rul, is null (NaN through pandas) in this row, which means "not measured".
+    values = {k: v for k, v in row.items() if k not in LAKE_META_COLUMNS and not _null(v)}
+    try:
+        position = Position(str(row["_topic"]), int(row["_partition"]), int(row["_offset"]))
+        event: Reading | Label
+        if "kind" in values:
+            event = Label(schema_version=SCHEMA_VERSION, device_id=values["device_id"],
+                          event_time=values["event_time"], kind=values["kind"], rul=values.get("rul"))
+        else:
+            measured = {k: v for k, v in values.items() if k not in _READING_COLUMNS}
+            event = Reading(
+                schema_version=SCHEMA_VERSION, device_id=values["device_id"], device_type=values["device_type"],
+                event_time=values["event_time"], cycle=values["cycle"],
+                sensors={k: v for k, v in measured.items() if not k.startswith("setting")},
+                settings={k: v for k, v in measured.items() if k.startswith("setting")},
+            )
+    except KeyError as err:
+        raise ValidationError(f"lake row: column {err.args[0]!r} is missing") from err
+    except PydanticValidationError as err:
+        raise ValidationError(f"lake row: {_describe(err)}") from err
+    except ValueError as err:
+        raise ValidationError(f"lake row: {err}") from err
+    return event, position

@@ -32,11 +32,11 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
+from mlops.data.schemas import parse_prediction
 from mlops.errors import ValidationError
 from mlops.features.compute import FeatureSpec
 from mlops.features.online_push import OnlinePusher
 from mlops.log import get_logger
-from mlops.monitor.windows import parse_prediction
 
 log = get_logger(__name__)
 

@@ -39,7 +39,7 @@ from confluent_kafka import TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
-from mlops.data.schemas import parse_label
+from mlops.data.schemas import Position, parse_label, parse_prediction
 from mlops.errors import MlopsError, ValidationError
 from mlops.log import get_logger
 from mlops.monitor import judge, reports, results
@@ -49,9 +49,7 @@ from mlops.monitor.windows import (
     LabelJoin,
     PartitionMerge,
     PerformanceWindows,
-    Position,
     WindowBuilder,
-    parse_prediction,
 )
 
 log = get_logger(__name__)

@@ -45,96 +45,16 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 
-from mlops.data.schemas import Label
+from mlops.data.schemas import Label, Prediction
 from mlops.errors import ValidationError
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a record was read: topic, partition, offset."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One record of the predictions topic (docs/contracts.md, "Predictions")."""
-
-    device_id: str
-    event_time: datetime
-    probability: float
-    decision: int
-    model_name: str
-    model_version: str
-    features: dict[str, float]
-    source: Position | None = None
-    """The reading this prediction scored."""
-    position: Position | None = None
-    """This prediction's own record on the predictions topic."""
-
-
-def _require(data: dict[str, Any], name: str, kinds: type | tuple[type, ...]) -> Any:
-    if name not in data:
-        raise ValidationError(f"field '{name}': missing")
-    value = data[name]
-    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise ValidationError(f"field '{name}': expected {kinds}, got a boolean")
-    if not isinstance(value, kinds):
-        raise ValidationError(f"field '{name}': expected {kinds}, got {type(value).__name__}")
-    return value
-
-
-def parse_prediction(value: bytes | None, position: Position | None = None) -> Prediction:
-    """Parse one predictions-topic record; raises :class:`ValidationError` saying which field is wrong."""
-    if not value:
-        raise ValidationError("empty message")
-    try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValidationError(f"not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
-    if data.get("schema_version") != 1:
-        raise ValidationError(f"unknown schema version {data.get('schema_version')!r} (supported: [1])")
-    try:
-        event_time = datetime.fromisoformat(_require(data, "event_time", str))
-    except ValueError as err:
-        raise ValidationError(f"field 'event_time': not an ISO-8601 timestamp: {err}") from err
-    if event_time.tzinfo is None:
-        raise ValidationError("field 'event_time': must carry a timezone")
-    probability = float(_require(data, "probability", (int, float)))
-    if not (0.0 <= probability <= 1.0):
-        raise ValidationError(f"field 'probability': {probability} is outside [0, 1]")
-    features = _require(data, "features", dict)
-    for name, number in features.items():
-        if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
-            raise ValidationError(f"field 'features.{name}': {number!r} is not a finite number")
-    source = data.get("source")
-    reading = None
-    if isinstance(source, dict) and {"topic", "partition", "offset"} <= source.keys():
-        reading = Position(str(source["topic"]), int(source["partition"]), int(source["offset"]))
-    return Prediction(
-        device_id=str(_require(data, "device_id", str)),
-        event_time=event_time.astimezone(UTC),
-        probability=probability,
-        decision=int(_require(data, "decision", int)),
-        model_name=str(_require(data, "model_name", str)),
-        model_version=str(_require(data, "model_version", (str, int))),
-        features={str(k): float(v) for k, v in features.items()},
-        source=reading,
-        position=position,
-    )
 
 
 def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:

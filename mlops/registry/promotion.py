@@ -15,7 +15,7 @@ commits; a registry that fails the move rolls the row back, and a database that 
 has the alias moved back. A registry that does not answer fails the command at once, before
 anything changed, with :class:`~mlops.registry.catalog.RegistryUnavailableError` naming its URL.
 
-The registry alias is the source of truth; the :class:`~mlops.registry.events.ModelEvent`
+The registry alias is the source of truth; the :class:`~mlops.data.schemas.ModelEvent`
 published under the same lock (so events are in audit order) is a best-effort hint that makes the
 scorer and the API re-read the alias at once instead of at their next poll. The challenger alias
 is bookkeeping of the gate: clearing it is best-effort too.
@@ -32,6 +32,7 @@ from sqlalchemy import update
 
 from mlops import db, kafka
 from mlops.config import Settings
+from mlops.data.schemas import ModelEvent
 from mlops.errors import MlopsError, PolicyError, RegistryError
 from mlops.log import get_logger
 from mlops.registry.catalog import (
@@ -44,7 +45,6 @@ from mlops.registry.catalog import (
     unavailable,
     unreachable,
 )
-from mlops.registry.events import ModelEvent
 from mlops.registry.gate import GateDecision, evaluate_gate, lake_evaluation_data, trained_until
 from mlops.registry.loader import CHAMPION, load_version
 

@@ -1,6 +1,6 @@
 """Hot swap: notice a promotion, load the new champion in the background, hand it over when ready.
 
-Two ways to notice: a :class:`~mlops.registry.events.ModelEvent` on the model-events topic (fast),
+Two ways to notice: a :class:`~mlops.data.schemas.ModelEvent` on the model-events topic (fast),
 and a poll of the alias every ``scorer.registry_poll_s`` seconds (the fallback when an event is
 lost or the topic is down). Either way the alias in the registry is the source of truth.
 
@@ -31,10 +31,10 @@ from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
+from mlops.data.schemas import ModelEvent
 from mlops.errors import FatalKafkaError, MlopsError, ValidationError
 from mlops.log import get_logger
 from mlops.registry.catalog import RegistryUnavailableError, require_reachable
-from mlops.registry.events import ModelEvent
 from mlops.registry.loader import CHAMPION, LoadedModel, load_version, resolve_alias
 
 log = get_logger(__name__)

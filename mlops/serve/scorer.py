@@ -33,14 +33,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from mlops import kafka
 from mlops.config import Settings
 from mlops.data.dlq import DeadLetters
-from mlops.data.schemas import Reading, parse_reading
+from mlops.data.schemas import Reading, encode_predictions, parse_reading
 from mlops.errors import FatalKafkaError, ServiceError, ValidationError
 from mlops.log import get_logger
 from mlops.registry.loader import LoadedModel, load_champion
 from mlops.registry.watcher import ModelWatcher
 from mlops.serve.feature_state import Partition, PartitionedWindows
 from mlops.serve.metrics import ScorerMetrics
-from mlops.serve.records import encode_predictions
 
 log = get_logger(__name__)
 

@@ -12,9 +12,9 @@ from mlflow import MlflowClient
 
 from mlops import kafka
 from mlops.config import Settings
+from mlops.data.schemas import ModelEvent
 from mlops.features.compute import FeatureSpec
 from mlops.features.state import DeviceWindows
-from mlops.registry.events import ModelEvent
 from mlops.serve.scorer import Scorer
 from tests.conftest import unique
 from tests.helpers_models import (

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from mlops.data.schemas import parse_reading
+from mlops.data.schemas import encode_predictions, parse_reading
 from mlops.features.compute import FeatureSpec
 from mlops.registry.loader import LoadedModel
-from mlops.serve.records import encode_predictions
 
 
 def test_prediction_carries_the_contract_fields_and_threshold_decision() -> None:

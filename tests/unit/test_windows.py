@@ -7,16 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mlops.data.schemas import Label
+from mlops.data.schemas import Label, Position, Prediction, parse_prediction
 from mlops.errors import ValidationError
 from mlops.monitor.windows import (
     LabelJoin,
     PartitionMerge,
     PerformanceWindows,
-    Position,
-    Prediction,
     WindowBuilder,
-    parse_prediction,
     source_offsets,
 )
 
