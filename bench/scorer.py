@@ -26,21 +26,19 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings, load_settings
 from mlops.serve.scorer import Scorer
-from tests.conftest import unique
-from tests.helpers_models import (
+from mlops.testing import (
     CommittedReader,
     fleet_readings,
     produce_readings,
     register_model,
     scorer_settings,
     settings_env,
+    unique,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,6 +159,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
+    os.environ.setdefault("MLOPS_CONFIG_DIR", str(REPO / "configs"))  # the repo's profiles, from any directory
     base = load_settings("local")
     tag = unique("bench")
     settings = scorer_settings(base, tag)

@@ -8,6 +8,8 @@
     ├── ValidationError        an event failed schema validation (carries the reason)
     ├── TrainingError          a training job failed or had too little data; nothing was registered
     ├── RegistryError          a registry operation (load, promote, roll back) failed
+    ├── DatabaseError          the project's state database could not be reached, read or written
+                               (defined in mlops.store.base)
     └── PolicyError            the loop refused an action (cooldown, cap, evaluation gate)
 
 Vendor errors are wrapped with ``raise ... from err`` so their codes stay reachable.

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops import db
+from mlops import store
 from mlops.config import Settings
 from mlops.data.schemas import Label, Reading
 from mlops.errors import MlopsError, ServiceError, TrainingError
@@ -163,10 +163,10 @@ def take_readings(events: Iterator[Reading | Label], count: int) -> Iterator[Rea
                 return
 
 
-def loop_events_since(settings: Settings, after_id: int) -> list[db.EventRecord]:
+def loop_events_since(settings: Settings, after_id: int) -> list[store.EventRecord]:
     """Audit rows newer than ``after_id``, oldest first ([] while the database is busy)."""
     try:
-        rows = db.list_events(settings, limit=200, newest_first=True)
+        rows = store.list_events(settings, limit=200, newest_first=True)
     except MlopsError as err:
         log.warning("cannot read the audit trail yet", error=str(err).splitlines()[0])
         return []
@@ -338,7 +338,7 @@ class LoopRun:
         except MlopsError:
             return None
 
-    def _show_loop_events(self, after_id: int) -> tuple[int, list[db.EventRecord]]:
+    def _show_loop_events(self, after_id: int) -> tuple[int, list[store.EventRecord]]:
         """Print the loop events newer than ``after_id``; return the newest id and the events."""
         events = loop_events_since(self.settings, after_id)
         for event in events:
@@ -348,7 +348,7 @@ class LoopRun:
         return (events[-1].id if events else after_id), events
 
     def _newest_event_id(self) -> int:
-        return max((e.id for e in db.list_events(self.settings, limit=1, newest_first=True)), default=0)
+        return max((e.id for e in store.list_events(self.settings, limit=1, newest_first=True)), default=0)
 
     def _follow(self, streamer: threading.Thread) -> list[str]:
         """Print loop events and progress until a drift-triggered promotion reaches the predictions."""
@@ -389,7 +389,7 @@ class LoopRun:
 
     def _results(self, kind: str | None = None, version: str | None = None, limit: int = 200) -> list[Any]:
         """Newest monitor window results, oldest first, optionally of one kind and model version."""
-        from mlops.monitor.results import engine_for, list_results
+        from mlops.store.results import engine_for, list_results
 
         try:
             rows = list_results(engine_for(self.settings), kind=kind, limit=limit)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops import db
+from mlops import store
+from mlops.clock import as_utc
 from mlops.config import Settings
 
 MARKED_EVENTS = {"trigger": ("darkorange", "trigger"), "retrain_started": ("tab:purple", "retraining started"),
@@ -76,18 +77,14 @@ def _event_time_of(wall: datetime, windows: list[Any]) -> datetime | None:
     return max(w.end_time for w in before) if before else None
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def summarise(settings: Settings, onset: datetime | None, initial_version: str | None = None) -> LoopSummary:
-    from mlops.monitor.results import engine_for, list_results
+    from mlops.store.results import engine_for, list_results
 
     windows = list_results(engine_for(settings))
     by_id = {w.window_id: w for w in windows}
     drift = [w for w in windows if w.kind == "drift"]
     perf = [w for w in windows if w.kind == "performance"]
-    events = db.list_events(settings)
+    events = store.list_events(settings)
     threshold = settings.policy.drift_threshold
     bad_after = [w for w in drift if onset is not None and w.end_time >= onset
                  and (w.drift_level(threshold) or 0.0) >= 1.0]
@@ -126,7 +123,7 @@ def summarise(settings: Settings, onset: datetime | None, initial_version: str |
         false_alarms=len(false_alarms),
         serving_time=serving_time,
         onset_to_serving_s=(serving_time - onset).total_seconds() if serving_time and onset else None,
-        trigger_to_serving_wall_s=((_utc(first_served_wall) - _utc(detecting_triggers[0].time)).total_seconds()
+        trigger_to_serving_wall_s=((as_utc(first_served_wall) - as_utc(detecting_triggers[0].time)).total_seconds()
                                    if first_served_wall and detecting_triggers else None),
         f1_before_drift=metric(before, "f1"),
         f1_after_drift_old_model=metric(after_old, "f1"),
@@ -155,7 +152,7 @@ def _pyplot() -> Any:
 def plot_timeline(settings: Settings, onset: datetime | None, path: Path) -> Path:
     """Drift level (statistic over its threshold) and realised f1 / accuracy per window over event time,
     with the onset and loop events marked."""
-    from mlops.monitor.results import engine_for, list_results
+    from mlops.store.results import engine_for, list_results
 
     plt = _pyplot()
     windows = list_results(engine_for(settings))
@@ -176,7 +173,7 @@ def plot_timeline(settings: Settings, onset: datetime | None, path: Path) -> Pat
                     alpha=0.7, label=f"v{version} accuracy")
     top.axhline(1.0, color="grey", ls=":", lw=1, label="drift threshold")
     marked: set[str] = set()
-    for event in db.list_events(settings):
+    for event in store.list_events(settings):
         if event.kind not in MARKED_EVENTS:
             continue
         at = _event_time_of(event.time, windows)
@@ -212,14 +209,14 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
 
 def _tag_time(tags: dict[str, str], key: str) -> datetime | None:
     try:
-        return _utc(datetime.fromisoformat(tags[key]))
+        return as_utc(datetime.fromisoformat(tags[key]))
     except (KeyError, ValueError):
         return None
 
 
 def plot_versions(settings: Settings, versions: list[Any], path: Path) -> Path:
     """Lineage over event time: per model version the data it was trained on and when it served."""
-    from mlops.monitor.results import engine_for, list_results
+    from mlops.store.results import engine_for, list_results
 
     plt = _pyplot()
     windows = list_results(engine_for(settings))
@@ -284,8 +281,8 @@ def write_report(settings: Settings, outcome: Any) -> Path:
     Call it while MLflow still runs: the versions' lineage and the links come from the registry.
     """
     from mlops.errors import MlopsError
-    from mlops.monitor.results import engine_for, list_results
     from mlops.registry.catalog import list_versions
+    from mlops.store.results import engine_for, list_results
 
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
     out = settings.reports_dir / f"loop-{stamp}"
@@ -298,7 +295,7 @@ def write_report(settings: Settings, outcome: Any) -> Path:
     except MlopsError as err:
         lineage = f"<p>model registry unavailable: {html.escape(str(err))}</p>"
     summary = summarise(settings, outcome.onset_time, outcome.initial_version)
-    events = [e for e in db.list_events(settings) if e.kind not in ("window_result", "not_triggered")]
+    events = [e for e in store.list_events(settings) if e.kind not in ("window_result", "not_triggered")]
     windows = [w for w in list_results(engine_for(settings)) if w.report_html]
     promoted = ", ".join("v" + v for v in outcome.promoted_versions) or "none"
     summary_rows = "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in summary.as_rows())

@@ -1,29 +1,21 @@
-"""Shared fixtures. Integration fixtures start the real services once per test session."""
+"""Shared fixtures. Integration fixtures start the real services once per test session.
+
+Plain helpers (names, waiting, models, readers) live in :mod:`mlops.testing`, shared with bench/.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mlops.testing import free_port, unique
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("MLOPS_CONFIG_DIR", str(REPO / "configs"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def unique(prefix: str) -> str:
-    """A unique topic or group name, so tests never see each other's data."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +74,7 @@ def api_settings(services, tmp_path_factory: pytest.TempPathFactory):  # type: i
     topics the API uses; the API key is API_KEY and a batch holds at most API_MAX_BATCH readings."""
     from mlops import kafka
     from mlops.registry.promotion import promote
-    from tests.helpers_models import register_model
+    from mlops.testing import register_model
     from tests.integration.test_promotion import registry_settings
 
     settings = registry_settings(services, tmp_path_factory.mktemp("api"), unique("api"), api_key=API_KEY,

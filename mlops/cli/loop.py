@@ -34,8 +34,8 @@ def _register_monitor(app: typer.Typer) -> None:
         from rich.text import Text
 
         from mlops.log import configure_logging
-        from mlops.monitor.results import WindowResult
         from mlops.monitor.service import Monitor, MonitorStatus
+        from mlops.store.results import WindowResult
 
         configure_logging()
         settings = settings_for(profile)

@@ -32,8 +32,8 @@ def run(
 
     from mlops.log import configure_logging
     from mlops.monitor.controller import LoopController
-    from mlops.monitor.results import WindowResult
     from mlops.monitor.service import Monitor
+    from mlops.store.results import WindowResult
 
     configure_logging()
     settings = settings_for(profile)
@@ -93,9 +93,9 @@ def history(
     from rich.console import Console
     from rich.table import Table
 
-    from mlops import db
+    from mlops import store
 
-    events = list(reversed(db.list_events(settings_for(profile), kinds=kind, limit=limit, newest_first=True)))
+    events = list(reversed(store.list_events(settings_for(profile), kinds=kind, limit=limit, newest_first=True)))
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in events], indent=2, default=str))
         return

@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlops.clock import as_utc
 from mlops.config import Settings
 from mlops.errors import MlopsError
 from mlops.log import get_logger
@@ -290,17 +291,16 @@ def partition_ranges(settings: Settings, table: str) -> list[PartitionRange]:
 
 # ----------------------------------------------------------------------------------------- reading
 
-def _utc(value: datetime | str | None) -> datetime | None:
+def _moment(value: datetime | str | None) -> datetime | None:
     if value is None:
         return None
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def lake_files(settings: Settings, table: str, since: datetime | str | None = None,
                until: datetime | str | None = None) -> list[LakeFile]:
     """Committed files of a table holding events with ``since <= event_time < until`` (naive = UTC)."""
-    start, end = _utc(since), _utc(until)
+    start, end = _moment(since), _moment(until)
     return [
         f for c in read_commits(settings, table) for f in c.files
         if (start is None or f.max_event_time >= start) and (end is None or f.min_event_time < end)
@@ -313,7 +313,7 @@ def read_table(settings: Settings, table: str, since: datetime | str | None = No
 
     Columns are the union over files (a sensor missing from a file is NaN there).
     """
-    start, end = _utc(since), _utc(until)
+    start, end = _moment(since), _moment(until)
     files = lake_files(settings, table, start, end)
     if not files:
         return pd.DataFrame({c: pd.Series(dtype=_arrow_type(c).to_pandas_dtype())

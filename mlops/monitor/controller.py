@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlops import db
+from mlops import store
 from mlops.config import Settings
 from mlops.errors import MlopsError, PolicyError, TrainingError
 from mlops.log import get_logger
@@ -67,7 +67,7 @@ class LoopController:
         self._evaluating_since: dict[str, float] = {}
         self._spark: Any = None
         self._warm_up: threading.Thread | None = None
-        self.engine = db.get_engine(settings)
+        self.engine = store.get_engine(settings)
 
     # --- the core's state, for the CLI and tests ----------------------------------------------
     @property
@@ -147,7 +147,7 @@ class LoopController:
     # --- window results -------------------------------------------------------------------
     def on_window(self, result: WindowLike) -> Decision | None:
         """Record the window and hand it to the core; returns the core's decision on it."""
-        db.record_event(self.engine, "window_result", model_name=self.settings.mlflow.registered_model,
+        store.record_event(self.engine, "window_result", model_name=self.settings.mlflow.registered_model,
                         model_version=result.model_version, actor=ACTOR,
                         reason=f"{result.kind} window {result.window_id}",
                         details={"window_id": str(result.window_id), "kind": result.kind,
@@ -213,7 +213,7 @@ class LoopController:
             self._worker.start()
 
     def _record(self, note: Note) -> None:
-        db.record_event(self.engine, note.kind, model_name=self.settings.mlflow.registered_model,
+        store.record_event(self.engine, note.kind, model_name=self.settings.mlflow.registered_model,
                         model_version=note.model_version, actor=ACTOR, reason=note.reason,
                         details={"window_id": note.window_id, "bad_streak": note.bad_streak, **note.details})
 
@@ -287,7 +287,7 @@ class LoopController:
             reason = (f"evaluation of version {command.version}: only {rows} labelled rows after "
                       f"{command.after.isoformat()} within {policy.evaluation_timeout_s:.0f}s "
                       f"(need {policy.min_evaluation_rows} with both classes)")
-            db.record_event(self.engine, "rejection", model_name=self.settings.mlflow.registered_model,
+            store.record_event(self.engine, "rejection", model_name=self.settings.mlflow.registered_model,
                             model_version=command.version, actor=ACTOR, reason=reason)
             self.report(f"loop: {reason}")
             with self._lock:

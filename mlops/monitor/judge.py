@@ -29,8 +29,8 @@ from mlops.config import PolicySettings, Settings
 from mlops.log import get_logger
 from mlops.monitor import drift
 from mlops.monitor.calibration import DriftCalibration
-from mlops.monitor.results import WindowResult
 from mlops.monitor.windows import ClosedWindow, predictions_frame, source_offsets
+from mlops.store.results import WindowResult
 
 if TYPE_CHECKING:
     from mlops.registry.loader import LoadedModel

@@ -85,7 +85,7 @@ class WindowLike(Protocol):
 # --- commands ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Note:
-    """A decision to record in the audit trail (``kind`` is a :data:`mlops.db.EVENT_KINDS` kind)."""
+    """A decision to record in the audit trail (``kind`` is a :data:`mlops.store.EVENT_KINDS` kind)."""
 
     kind: str
     reason: str

@@ -32,8 +32,8 @@ from typing import Any
 from mlops.config import Settings
 from mlops.errors import ServiceError
 from mlops.log import get_logger
-from mlops.monitor import results
-from mlops.monitor.results import WindowResult
+from mlops.store import results
+from mlops.store.results import WindowResult
 
 log = get_logger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlops import db
+from mlops import store
 from mlops.config import Settings
 from mlops.errors import MlopsError
 from mlops.log import get_logger
@@ -57,7 +57,7 @@ def train_challenger(settings: Settings, request: TrainRequest, *, actor: str, t
     name = settings.mlflow.registered_model
     window = {"since": request.since.isoformat() if request.since else None,
               "until": request.until.isoformat() if request.until else None, "window": request.window}
-    db.record_event(settings, "retrain_started", model_name=name, actor=actor, reason=request.reason,
+    store.record_event(settings, "retrain_started", model_name=name, actor=actor, reason=request.reason,
                     details={**window, "trigger": request.trigger, **(details or {})})
     try:
         if train is not None:
@@ -65,11 +65,11 @@ def train_challenger(settings: Settings, request: TrainRequest, *, actor: str, t
         else:
             result = run_training(settings, request, spark=spark, progress=progress or (lambda _line: None))
     except (MlopsError, OSError) as err:
-        db.record_event(settings, "retrain_failed", model_name=name, actor=actor,
+        store.record_event(settings, "retrain_failed", model_name=name, actor=actor,
                         reason=(str(err).splitlines() or [type(err).__name__])[0][:500],
                         details={**window, **(details or {})})
         raise
-    db.record_event(settings, "retrain_finished", model_name=name, model_version=result.version,
+    store.record_event(settings, "retrain_finished", model_name=name, model_version=result.version,
                     run_id=result.run_id, actor=actor, reason=request.reason,
                     details={"metrics": result.metrics, "params": result.params, "duration_s": result.duration_s})
     return result

@@ -7,7 +7,7 @@ PostgreSQL in production), so a restart neither loses a run nor runs one twice:
   explicit ``misfire_grace_time``: a run missed while the scheduler was down fires once on restart;
 - jobs already in the store are kept as they are (with their next run time) unless their trigger
   changed in configuration, so a restart does not push a missed run into the future;
-- only the holder of the ``scheduler`` lease (:mod:`mlops.monitor.lease`) runs jobs; a second
+- only the holder of the ``scheduler`` lease (:mod:`mlops.store.lease`) runs jobs; a second
   instance waits as a standby and takes over when the leader's lease expires.
 """
 
@@ -24,11 +24,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from mlops import db
+from mlops import store
 from mlops.config import Settings
 from mlops.errors import ConfigError
 from mlops.log import get_logger
-from mlops.monitor.lease import Lease
+from mlops.store.lease import Lease
 
 log = get_logger(__name__)
 RETRAIN_JOB_ID = "scheduled-retrain"
@@ -85,7 +85,7 @@ def run_scheduler(settings: Settings, stop: threading.Event,
                   extra_jobs: Callable[[BackgroundScheduler], None] | None = None,
                   holder: str | None = None) -> None:
     """Run as leader while holding the lease, as standby otherwise, until ``stop`` is set."""
-    engine = db.get_engine(settings)  # shared per process: SQLite busy timeout, schema ensured
+    engine = store.get_engine(settings)  # shared per process: SQLite busy timeout, schema ensured
     lease = Lease(engine, "scheduler", holder or holder_id(), ttl_s=settings.scheduler.lease_ttl_s)
     scheduler: BackgroundScheduler | None = None
     renew_every = settings.scheduler.lease_ttl_s / 3

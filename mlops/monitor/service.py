@@ -6,7 +6,7 @@
 
 One consumer (group ``monitor.group_id``, ``read_committed``) reads the predictions and the labels
 topics. Predictions go into drift windows and into the label join (:mod:`mlops.monitor.windows`);
-each closed window becomes a :class:`~mlops.monitor.results.WindowResult` that is saved to the
+each closed window becomes a :class:`~mlops.store.results.WindowResult` that is saved to the
 database and handed to every ``on_window`` callback, in this order; its Evidently report is
 written to disk and to the session's MLflow run on the report thread
 (:class:`~mlops.monitor.reports.ReportWriter`), so neither the consumer nor the loop controller
@@ -42,8 +42,7 @@ from mlops.config import Settings
 from mlops.data.schemas import Position, parse_label, parse_prediction
 from mlops.errors import MlopsError, ValidationError
 from mlops.log import get_logger
-from mlops.monitor import judge, reports, results
-from mlops.monitor.results import WindowResult
+from mlops.monitor import judge, reports
 from mlops.monitor.windows import (
     ClosedWindow,
     LabelJoin,
@@ -51,6 +50,8 @@ from mlops.monitor.windows import (
     PerformanceWindows,
     WindowBuilder,
 )
+from mlops.store import results
+from mlops.store.results import WindowResult
 
 log = get_logger(__name__)
 WindowCallback = Callable[[WindowResult], None]

@@ -5,7 +5,7 @@
     rollback(settings, actor="alice", reason="alerts from the field")             # previous champion
 
 Reading the alias, deciding and moving it happen under one database lock
-(:func:`mlops.db.locked`), so two promotions or rollbacks at the same time, from one process or
+(:func:`mlops.store.locked`), so two promotions or rollbacks at the same time, from one process or
 two, run one after the other: the champion ends consistent and both attempts are in the audit
 trail, the second one seeing the first one's result as its ``previous_version``.
 
@@ -30,7 +30,7 @@ from typing import Any, Literal
 import pandas as pd
 from sqlalchemy import update
 
-from mlops import db, kafka
+from mlops import kafka, store
 from mlops.config import Settings
 from mlops.data.schemas import ModelEvent
 from mlops.errors import MlopsError, PolicyError, RegistryError
@@ -115,7 +115,7 @@ def promote(settings: Settings, version: str, *, actor: str, reason: str, force:
             # The champion moved while we evaluated: the verdict is about a model no longer serving.
             message = (f"champion changed from {decision.champion_version if decision else None} to {current} "
                        "during the evaluation; run the promotion again")
-            db.record_event(change.conn, "rejection", model_name=name, model_version=version,
+            store.record_event(change.conn, "rejection", model_name=name, model_version=version,
                             previous_version=current, run_id=meta.run_id, actor=actor, reason=reason,
                             details={"action": "promote", "error": message,
                                      "gate": decision.to_dict() if decision else None})
@@ -147,7 +147,7 @@ def rollback(settings: Settings, to_version: str | None = None, *, actor: str, r
         if target is None:
             if current is None:
                 raise NoPreviousChampionError(f"model {name!r}: no champion to roll back from; use --to VERSION")
-            target = db.previous_champion(change.conn, name, current)
+            target = store.previous_champion(change.conn, name, current)
             if target is None:
                 raise NoPreviousChampionError(f"model {name!r}: the audit trail records no champion before "
                                               f"version {current}; use --to VERSION")
@@ -183,7 +183,7 @@ class _ChampionChange:
         self._lock: Any = None
 
     def __enter__(self) -> _ChampionChange:
-        self._lock = db.locked(self.settings, f"champion:{self.name}", holder=self.actor)
+        self._lock = store.locked(self.settings, f"champion:{self.name}", holder=self.actor)
         self.conn = self._lock.__enter__()
         try:
             self.current = aliases(self.settings, self.client).get(CHAMPION)
@@ -208,7 +208,7 @@ class _ChampionChange:
         changed = self.current != target
         kind = "promotion" if action == "promote" else "rollback"
         # The row first: a database that cannot take it fails the command before the registry changes.
-        event_id = db.record_event(
+        event_id = store.record_event(
             self.conn, kind, model_name=self.name, model_version=target, previous_version=self.current,
             run_id=run_id, actor=self.actor, reason=self.reason,
             details={**details, "changed": changed, "event_published": False})
@@ -219,7 +219,7 @@ class _ChampionChange:
             model=self.name, action=action, version=target, previous_version=self.current, actor=self.actor,
             reason=self.reason))
         if published:
-            self.conn.execute(update(db.LoopEvent).where(db.LoopEvent.id == event_id).values(
+            self.conn.execute(update(store.LoopEvent).where(store.LoopEvent.id == event_id).values(
                 details={**details, "changed": True, "event_published": True}))
         return event_id, published
 
@@ -259,7 +259,7 @@ class _ChampionChange:
                                                previous_version=target, actor=self.actor,
                                                reason="undo: " + self.reason))
         if isinstance(failure, Exception):  # an interrupt stays an interrupt
-            raise db.DatabaseError(f"{where}; the champion alias was moved back to version {self.current}: "
+            raise store.DatabaseError(f"{where}; the champion alias was moved back to version {self.current}: "
                                    "nothing was changed") from failure
 
 
@@ -283,13 +283,13 @@ def _run_gate(settings: Settings, client: Any, version: str, actor: str, reason:
     except MlopsError as err:
         _clear_alias_if(client, name, CHALLENGER, version)
         if not isinstance(err, RegistryUnavailableError):  # an outage decides nothing about the model
-            db.record_event(settings, "rejection", model_name=name, model_version=version,
+            store.record_event(settings, "rejection", model_name=name, model_version=version,
                             previous_version=champion_version, actor=actor, reason=reason,
                             details={"action": "promote", "error": str(err)})
         raise
     if not decision.promote:
         _clear_alias_if(client, name, CHALLENGER, version)
-        db.record_event(settings, "rejection", model_name=name, model_version=version,
+        store.record_event(settings, "rejection", model_name=name, model_version=version,
                         previous_version=champion_version, run_id=challenger.run_id, actor=actor, reason=reason,
                         details={"action": "promote", "gate": decision.to_dict()})
         raise PromotionRejectedError(

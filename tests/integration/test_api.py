@@ -24,29 +24,22 @@ from mlops.features.compute import features_frame
 from mlops.registry.loader import LoadedModel, load_version
 from mlops.registry.promotion import rollback
 from mlops.serve.api import create_app
-from tests.conftest import API_KEY, API_MAX_BATCH, free_port, unique
-from tests.helpers_models import (
+from mlops.testing import (
     SPEC,
     CommittedReader,
     fleet_readings,
+    free_port,
     produce_readings,
     reading,
+    unique,
+    wait_until,
 )
+from tests.conftest import API_KEY, API_MAX_BATCH
 
 pytestmark = pytest.mark.integration
 
 KEY = API_KEY
 MAX_BATCH = API_MAX_BATCH
-
-
-def wait_until(condition: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout_s}s: {what}")
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,14 @@ import httpx
 import pytest
 import schemathesis
 
-from mlops import db
+from mlops import store
 from mlops.config import Settings
 from mlops.features import feast_repo
 from mlops.registry.catalog import VersionNotFoundError, aliases
 from mlops.registry.promotion import MAX_REGISTRY_VERSION, promote, rollback
-from tests.conftest import API_KEY, free_port
-from tests.helpers_models import SPEC, fleet_readings, settings_env
-from tests.integration.test_api import latest_features, wait_until, with_data_dir
+from mlops.testing import SPEC, fleet_readings, free_port, settings_env, wait_until
+from tests.conftest import API_KEY
+from tests.integration.test_api import latest_features, with_data_dir
 
 pytestmark = pytest.mark.integration
 
@@ -222,7 +222,7 @@ BEYOND_REGISTRY = str(MAX_REGISTRY_VERSION + 1)
 def test_a_version_the_registry_cannot_hold_is_refused_at_once(live_api: ApiProcess) -> None:
     settings = live_api.settings
     champion_before = aliases(settings).get("champion")
-    rows_before = len(db.list_events(settings, kinds=["promotion", "rollback"]))
+    rows_before = len(store.list_events(settings, kinds=["promotion", "rollback"]))
     headers = {"X-API-Key": API_KEY}
     with httpx.Client(base_url=live_api.url, headers=headers, timeout=REQUEST_TIMEOUT_S) as http:
         for path, body, where in [
@@ -254,7 +254,7 @@ def test_a_version_the_registry_cannot_hold_is_refused_at_once(live_api: ApiProc
     assert time.monotonic() - began < CHANGE_BOUND_S
 
     assert aliases(settings).get("champion") == champion_before
-    assert len(db.list_events(settings, kinds=["promotion", "rollback"])) == rows_before
+    assert len(store.list_events(settings, kinds=["promotion", "rollback"])) == rows_before
 
 
 def test_concurrent_promotes_and_rollbacks_each_answer_in_bounded_time(
@@ -265,7 +265,7 @@ def test_concurrent_promotes_and_rollbacks_each_answer_in_bounded_time(
     so the last in line waits for the others: bounded by the queue, well inside the client's timeout."""
     settings = live_api.settings
     first, second = api_settings[1]
-    start_id = db.list_events(settings, newest_first=True, limit=1)[0].id
+    start_id = store.list_events(settings, newest_first=True, limit=1)[0].id
     requests: list[tuple[str, dict[str, Any]]] = [
         ("/v1/promote", {"version": second, "reason": f"race {i}", "force": True}) if i % 2 == 0 else
         ("/v1/rollback", {"to_version": first, "reason": f"race {i}"}) for i in range(6)]
@@ -282,7 +282,7 @@ def test_concurrent_promotes_and_rollbacks_each_answer_in_bounded_time(
     assert all(status == 200 for status, _, _ in answers), answers
     assert max(s for _, s, _ in answers) < len(requests) * CHANGE_BOUND_S / 2
     # Serialised: every action saw the one before it, and the alias is where the last one put it.
-    rows = [r for r in db.list_events(settings, kinds=["promotion", "rollback"]) if r.id > start_id]
+    rows = [r for r in store.list_events(settings, kinds=["promotion", "rollback"]) if r.id > start_id]
     assert sorted(r.reason or "" for r in rows) == sorted(str(body["reason"]) for _, body in requests)
     assert [r.previous_version for r in rows[1:]] == [r.model_version for r in rows[:-1]]
     assert aliases(settings).get("champion") == rows[-1].model_version

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops import db, kafka
+from mlops import kafka, store
 from mlops.config import Settings
 from mlops.registry.promotion import promote
-from tests.conftest import unique
-from tests.helpers_models import CommittedReader, register_model, settings_env
+from mlops.testing import CommittedReader, register_model, settings_env, unique
 from tests.integration.test_promotion import champion, registry_settings
 
 pytestmark = pytest.mark.integration
@@ -39,7 +38,7 @@ def test_concurrent_promote_and_rollback_processes_leave_one_consistent_champion
     kafka.ensure_topics(settings.kafka, [t for t in kafka.design_topics(settings.kafka) if t.name == topic])
     base, b, c = (register_model(settings, seed=s, alias=None) for s in (1, 2, 3))
     promote(settings, base, actor="setup", reason="setup", force=True)
-    start_id = db.list_events(settings, newest_first=True, limit=1)[0].id
+    start_id = store.list_events(settings, newest_first=True, limit=1)[0].id
     events = CommittedReader(settings, topic)  # from the start: the setup promotion's event is the first
 
     overlaps: list[float] = []
@@ -55,7 +54,7 @@ def test_concurrent_promote_and_rollback_processes_leave_one_consistent_champion
                 ends.append(time.monotonic())
                 assert proc.returncode == 0, f"{proc.args[3:]} failed:\n{out}\n{err}"
             overlaps.append(min(ends) - began)
-        rows = [r for r in db.list_events(settings, kinds=["promotion", "rollback"]) if r.id > start_id]
+        rows = [r for r in store.list_events(settings, kinds=["promotion", "rollback"]) if r.id > start_id]
         changed = [r for r in rows if r.details["changed"]]
         events.wait_for(1 + len(changed), timeout_s=30)
     finally:

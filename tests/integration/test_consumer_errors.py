@@ -15,7 +15,7 @@ import pytest
 
 from mlops.config import Settings
 from mlops.data import lake
-from tests.conftest import unique
+from mlops.testing import unique
 from tests.integration.test_lake_sink import _create_topics, _lake_settings, _produce, _reading, _start_sink
 
 pytestmark = pytest.mark.integration

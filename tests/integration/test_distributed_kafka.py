@@ -23,8 +23,7 @@ from mlops.errors import ServiceError
 from mlops.services import manager
 from mlops.services.kafka_broker import KafkaBroker, KafkaCluster, cluster_nodes
 from mlops.services.process import port_is_free, wait_for
-from tests.conftest import free_port, unique
-from tests.helpers_models import CommittedReader
+from mlops.testing import CommittedReader, free_port, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.distributed]
 

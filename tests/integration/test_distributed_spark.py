@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from mlops.services.process import ManagedProcess, stop_together, tail, wait_for
-from tests.conftest import REPO, free_port, unique
+from mlops.testing import free_port, unique
+from tests.conftest import REPO
 from tests.integration.test_train import SEARCH_SPACE, fill_lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.distributed]

@@ -12,7 +12,7 @@ import pytest
 from mlops import kafka
 from mlops.config import Settings
 from mlops.data.dlq import MAX_DLQ_VALUE_BYTES, DeadLetters
-from tests.conftest import unique
+from mlops.testing import unique
 
 pytestmark = pytest.mark.integration
 

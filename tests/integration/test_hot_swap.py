@@ -16,14 +16,14 @@ from mlops.data.schemas import ModelEvent
 from mlops.features.compute import FeatureSpec
 from mlops.features.state import DeviceWindows
 from mlops.serve.scorer import Scorer
-from tests.conftest import unique
-from tests.helpers_models import (
+from mlops.testing import (
     SPEC,
     CommittedReader,
     fleet_readings,
     produce_readings,
     register_model,
     scorer_settings,
+    unique,
 )
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,8 @@ from mlops.config import Settings
 from mlops.data import lake
 from mlops.data.lake_sink import LakeSink
 from mlops.data.schemas import Label, Reading, encode
-from tests.conftest import REPO, unique
+from mlops.testing import unique
+from tests.conftest import REPO
 from tests.integration.test_dlq import read_dead_letters
 
 pytestmark = pytest.mark.integration

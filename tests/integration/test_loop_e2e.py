@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from mlops import db
+from mlops import store
 from mlops.config import Settings, load_settings
 from mlops.demo import as_environment
 from mlops.loop_run import LoopRun
-from mlops.monitor.results import engine_for, list_results
 from mlops.report import summarise
-from tests.conftest import free_port, unique
+from mlops.store.results import engine_for, list_results
+from mlops.testing import free_port, unique
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_a_stationary_fleet_is_judged_for_a_day_without_retraining(services, tmp
     outcome = run.run()
 
     assert outcome.onset_time is None and outcome.promoted_versions == []
-    events = db.list_events(settings)
+    events = store.list_events(settings)
     loop_actions = [e for e in events if e.kind in ("trigger", "retrain_started")
                     or (e.kind == "promotion" and e.actor != "demo")]  # the run itself promotes the initial model
     assert not loop_actions, lines
@@ -83,7 +83,7 @@ def test_drift_is_detected_retrained_promoted_and_served(services, tmp_path) -> 
 
     onset = outcome.onset_time
     assert isinstance(onset, datetime)
-    events = db.list_events(settings)
+    events = store.list_events(settings)
     # Detections: follow-up retrainings (more drifted data, no new detection) are triggers too, but
     # are issued on the clock, not by a window.
     triggers = [e for e in events if e.kind == "trigger" and not (e.details or {}).get("follow_up")]

@@ -18,9 +18,16 @@ from mlops import kafka
 from mlops.config import Settings
 from mlops.registry.promotion import promote
 from mlops.serve.scorer import Scorer
-from tests.conftest import unique
-from tests.helpers_models import CommittedReader, fleet_readings, produce_readings, register_model, settings_env
-from tests.integration.test_api import Server, ready, wait_until
+from mlops.testing import (
+    CommittedReader,
+    fleet_readings,
+    produce_readings,
+    register_model,
+    settings_env,
+    unique,
+    wait_until,
+)
+from tests.integration.test_api import Server, ready
 from tests.integration.test_promotion import champion, registry_settings
 
 pytestmark = pytest.mark.integration

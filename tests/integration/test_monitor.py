@@ -22,12 +22,11 @@ import pytest
 from mlops import kafka
 from mlops.config import Settings, load_settings
 from mlops.kafka import TopicSpec
-from mlops.monitor import results
 from mlops.monitor.reports import monitor_experiment
-from mlops.monitor.results import WindowResult
 from mlops.monitor.service import Monitor, MonitorStatus
-from tests.conftest import unique
-from tests.helpers_models import SPEC, T0, register_model, topic_overrides
+from mlops.store import results
+from mlops.store.results import WindowResult
+from mlops.testing import SPEC, T0, register_model, topic_overrides, unique
 
 pytestmark = pytest.mark.integration
 

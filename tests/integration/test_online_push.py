@@ -28,8 +28,7 @@ from mlops.features.compute import FeatureSpec
 from mlops.features.online_push import OnlinePusher
 from mlops.serve.api import create_app
 from mlops.serve.scorer import Scorer
-from tests.conftest import REPO, unique
-from tests.helpers_models import (
+from mlops.testing import (
     SPEC,
     T0,
     CommittedReader,
@@ -39,8 +38,11 @@ from tests.helpers_models import (
     register_model,
     scorer_settings,
     settings_env,
+    unique,
+    wait_until,
 )
-from tests.integration.test_api import wait_until, with_data_dir
+from tests.conftest import REPO
+from tests.integration.test_api import with_data_dir
 from tests.integration.test_feast import settings_in
 from tests.integration.test_scorer import _stop as stop_process
 from tests.unit.test_online_push import add

@@ -1,6 +1,6 @@
 """The same code on PostgreSQL: MLflow's backend store, the scheduler's job store and lease, and the
 loop's own state database, each on a real PostgreSQL server (Debian's binaries, started here by
-mlops.services.postgres), not only on SQLite.
+mlops.testing.postgres), not only on SQLite.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from mlops.config import Settings, load_settings
 from mlops.errors import ServiceError
-from mlops.services.postgres import PostgresServer
-from tests.conftest import free_port, unique
+from mlops.testing import free_port, unique
+from mlops.testing.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_scheduler_jobs_survive_a_restart_on_postgres(postgres: PostgresServer, 
 
 
 def test_scheduler_lease_has_one_holder_on_postgres(postgres: PostgresServer) -> None:
-    from mlops.monitor.lease import Lease
+    from mlops.store.lease import Lease
 
     engine = sa.create_engine(postgres.create_database("lease"))
     try:
@@ -146,31 +146,31 @@ def test_scheduler_lease_has_one_holder_on_postgres(postgres: PostgresServer) ->
 
 
 def test_loop_state_on_postgres(postgres: PostgresServer) -> None:
-    from mlops import db
+    from mlops import store
 
     url = postgres.create_database("mlops")
     model = unique("pg-model")
-    first = db.record_event(url, "promotion", model_name=model, model_version=1, actor="test", reason="first")
-    second = db.record_event(url, "promotion", model_name=model, model_version=2, previous_version=1,
+    first = store.record_event(url, "promotion", model_name=model, model_version=1, actor="test", reason="first")
+    second = store.record_event(url, "promotion", model_name=model, model_version=2, previous_version=1,
                              actor="test", reason="better f1", details={"changed": True, "f1": [0.7, 0.8]})
     assert second > first
 
-    events = db.list_events(url, kinds=["promotion"], model_name=model)
+    events = store.list_events(url, kinds=["promotion"], model_name=model)
     assert [(e.id, e.model_version, e.previous_version) for e in events] == [(first, "1", None), (second, "2", "1")]
     assert events[1].details == {"changed": True, "f1": [0.7, 0.8]}
     assert events[1].time.tzinfo is not None
-    assert db.previous_champion(url, model, "2") == "1"
+    assert store.previous_champion(url, model, "2") == "1"
 
     # Rows written under the lock commit with it, or roll back with it.
-    with db.locked(url, f"promotion:{model}", holder="test") as conn:
-        db.record_event(conn, "rollback", model_name=model, model_version=1, previous_version=2, reason="kept")
-    with pytest.raises(RuntimeError), db.locked(url, f"promotion:{model}", holder="test") as conn:
-        db.record_event(conn, "rollback", model_name=model, model_version=2, reason="rolled back")
+    with store.locked(url, f"promotion:{model}", holder="test") as conn:
+        store.record_event(conn, "rollback", model_name=model, model_version=1, previous_version=2, reason="kept")
+    with pytest.raises(RuntimeError), store.locked(url, f"promotion:{model}", holder="test") as conn:
+        store.record_event(conn, "rollback", model_name=model, model_version=2, reason="rolled back")
         raise RuntimeError("the action failed")
-    rollbacks = db.list_events(url, kinds=["rollback"], model_name=model)
+    rollbacks = store.list_events(url, kinds=["rollback"], model_name=model)
     assert [e.reason for e in rollbacks] == ["kept"]
     assert _rows(url, "SELECT holder FROM locks WHERE name = :name", name=f"promotion:{model}") == [("test",)]
-    db.get_engine(url).dispose()
+    store.get_engine(url).dispose()
 
 
 def test_missing_server_binaries_fail_with_the_install_hint() -> None:

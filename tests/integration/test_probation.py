@@ -29,13 +29,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops import db, kafka
+from mlops import kafka, store
 from mlops.config import Settings, load_settings
 from mlops.kafka import TopicSpec
-from mlops.monitor.results import WindowResult
 from mlops.monitor.service import Monitor, MonitorStatus
-from tests.conftest import unique
-from tests.helpers_models import SPEC, T0, CommittedReader, register_model, topic_overrides
+from mlops.store.results import WindowResult
+from mlops.testing import SPEC, T0, CommittedReader, register_model, topic_overrides, unique
 from tests.integration.test_monitor import _attach_reference, _features, _produce
 
 pytestmark = pytest.mark.integration
@@ -181,7 +180,7 @@ def test_probation_judges_the_new_champion_against_the_replaced_one_on_live_even
     old_f1 = float(np.mean([(w.metrics or {})["previous_f1"] for w in probation]))
     assert (new_f1 < old_f1 - 0.02) is rolled_back, (new_f1, old_f1)
 
-    events = db.list_events(settings, model_name=settings.mlflow.registered_model)
+    events = store.list_events(settings, model_name=settings.mlflow.registered_model)
     kinds = [e.kind for e in events]
     assert "trigger" not in kinds and "retrain_started" not in kinds, kinds
     promotion = next(e for e in events if e.kind == "promotion")

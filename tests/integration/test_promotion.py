@@ -12,12 +12,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mlops import db, kafka
+from mlops import kafka, store
 from mlops.config import Settings, load_settings
 from mlops.registry.catalog import aliases, list_versions
 from mlops.registry.promotion import NoPreviousChampionError, PromotionRejectedError, promote, rollback
-from tests.conftest import unique
-from tests.helpers_models import SPEC, CommittedReader, register_model, settings_env, topic_overrides
+from mlops.testing import SPEC, CommittedReader, register_model, settings_env, topic_overrides, unique
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +35,7 @@ def registry_settings(services: Settings, tmp_path: Path, tag: str, **api: Any) 
 
 
 def evaluation_data(rows: int = 400, seed: int = 7) -> pd.DataFrame:
-    """Fresh labelled rows under the rule helpers_models' models learn (first feature + noise > 0)."""
+    """Fresh labelled rows under the rule mlops.testing's models learn (first feature + noise > 0)."""
     rng = np.random.default_rng(seed)
     names = SPEC.feature_names()
     frame = pd.DataFrame(rng.normal(size=(rows, len(names))), columns=names)
@@ -80,7 +79,7 @@ def test_forced_promotion_and_rollback_move_the_alias_publish_and_record(registr
             ("promote", v["good"], "alice"), ("promote", v["other"], "bob"), ("rollback", v["good"], "carol")]
     finally:
         reader.close()
-    rows = db.list_events(settings, model_name=settings.mlflow.registered_model, kinds=["promotion", "rollback"])
+    rows = store.list_events(settings, model_name=settings.mlflow.registered_model, kinds=["promotion", "rollback"])
     assert [(r.kind, r.model_version, r.previous_version, r.actor, r.reason) for r in rows[-3:]] == [
         ("promotion", v["good"], None, "alice", "first"), ("promotion", v["other"], v["good"], "bob", "second"),
         ("rollback", v["good"], v["other"], "carol", "alerts")]
@@ -101,7 +100,7 @@ def test_gate_rejects_a_worse_challenger_and_promotes_a_better_one(registry: Any
     assert rejected.value.decision is not None and not rejected.value.decision.promote
     assert champion(settings) == v["good"]
     assert "challenger" not in aliases(settings)
-    last = db.list_events(settings, model_name=settings.mlflow.registered_model, newest_first=True, limit=1)[0]
+    last = store.list_events(settings, model_name=settings.mlflow.registered_model, newest_first=True, limit=1)[0]
     assert (last.kind, last.model_version, last.previous_version) == ("rejection", v["bad"], v["good"])
     assert last.details["gate"]["challenger_metrics"]["f1"] < last.details["gate"]["champion_metrics"]["f1"]
 
@@ -114,7 +113,7 @@ def test_gate_rejects_a_worse_challenger_and_promotes_a_better_one(registry: Any
 def test_concurrent_promotions_leave_one_champion_and_both_attempts(registry: Any) -> None:
     settings, v = registry
     promote(settings, v["good"], actor="t", reason="setup", force=True)
-    start = db.list_events(settings, newest_first=True, limit=1)[0].id
+    start = store.list_events(settings, newest_first=True, limit=1)[0].id
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -132,7 +131,7 @@ def test_concurrent_promotions_leave_one_champion_and_both_attempts(registry: An
     for thread in threads:
         thread.join(120)
     assert errors == []
-    rows = [r for r in db.list_events(settings, kinds=["promotion"]) if r.id > start]
+    rows = [r for r in store.list_events(settings, kinds=["promotion"]) if r.id > start]
     assert sorted(r.actor or "" for r in rows) == ["one", "two"]
     first, second = rows
     # Serialised: the second saw the first's result, and the alias holds the last one recorded.
@@ -168,7 +167,7 @@ def test_cli_lists_promotes_and_rolls_back(registry: Any) -> None:
     back = runner.invoke(app, ["rollback", "--reason", "cli"], env=env)
     assert back.exit_code == 0, back.output
     assert champion(settings) == v["good"]
-    last = db.list_events(settings, newest_first=True, limit=1)[0]
+    last = store.list_events(settings, newest_first=True, limit=1)[0]
     assert (last.kind, last.reason, last.actor) == ("rollback", "cli", db_actor())
     assert list_versions(settings)[0].created.tzinfo is not None
 

@@ -26,7 +26,8 @@ import pytest
 
 from mlops import kafka
 from mlops.config import Settings, load_settings
-from tests.conftest import REPO, free_port, unique
+from mlops.testing import free_port, unique
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.timeout(1800)]  # about 10 min on 2 busy cores
 

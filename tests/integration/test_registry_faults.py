@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from mlops import db, kafka
+from mlops import kafka, store
 from mlops.config import Settings, load_settings
 from mlops.registry.catalog import RegistryUnavailableError, aliases
 from mlops.registry.loader import LoadedModel, load_version
@@ -30,9 +30,17 @@ from mlops.registry.promotion import promote, rollback
 from mlops.registry.watcher import ModelWatcher
 from mlops.serve.scorer import Scorer
 from mlops.services.mlflow_server import MlflowServer, is_ready
-from tests.conftest import free_port, unique
-from tests.helpers_models import CommittedReader, fleet_readings, produce_readings, register_model, settings_env
-from tests.helpers_models import topic_overrides as topics_for
+from mlops.testing import (
+    CommittedReader,
+    fleet_readings,
+    free_port,
+    produce_readings,
+    register_model,
+    settings_env,
+    unique,
+    wait_until,
+)
+from mlops.testing import topic_overrides as topics_for
 
 pytestmark = pytest.mark.integration
 
@@ -87,20 +95,8 @@ def fault_settings(registry: Registry, tmp_path: Path, tag: str, **scorer: Any) 
     })
 
 
-def wait_until(condition: Any, timeout_s: float, what: str, step: Any = None) -> Any:
-    """Poll ``condition`` (running ``step`` between polls) until truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"not within {timeout_s}s: {what}"
-        if step is not None:
-            step()
-        else:
-            time.sleep(0.05)
-    return value
-
-
-def audit_rows(settings: Settings) -> list[db.EventRecord]:
-    return db.list_events(settings, model_name=settings.mlflow.registered_model, kinds=["promotion", "rollback"])
+def audit_rows(settings: Settings) -> list[store.EventRecord]:
+    return store.list_events(settings, model_name=settings.mlflow.registered_model, kinds=["promotion", "rollback"])
 
 
 def test_scorer_keeps_serving_while_the_registry_is_down_and_swaps_when_it_returns(
@@ -276,7 +272,7 @@ def test_a_failure_after_the_alias_moved_moves_it_back_and_records_nothing(
     promote(settings, first, actor="t", reason="setup", force=True)
     before = audit_rows(settings)
     seen_during: list[str | None] = []
-    engine = db.get_engine(settings)
+    engine = store.get_engine(settings)
 
     from sqlalchemy import event
 
@@ -287,7 +283,7 @@ def test_a_failure_after_the_alias_moved_moves_it_back_and_records_nothing(
 
     event.listen(engine, "commit", refuse_the_commit)
     try:
-        with pytest.raises(db.DatabaseError, match="moved back to version " + first):
+        with pytest.raises(store.DatabaseError, match="moved back to version " + first):
             promote(settings, second, actor="t", reason="commit fails", force=True)
     finally:
         event.remove(engine, "commit", refuse_the_commit)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import unique
+from mlops.testing import unique
 from tests.integration.test_train import DEVICES, fill_lake, with_search_space
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -39,7 +39,7 @@ def _another_device(device_id: str) -> str:
 
 
 def test_a_challenger_trained_on_corrupted_labels_is_rejected(services: Any, tmp_path: Path) -> None:
-    from mlops import db
+    from mlops import store
     from mlops.monitor.controller import LoopController
     from mlops.registry.catalog import aliases
     from mlops.registry.promotion import promote
@@ -65,7 +65,7 @@ def test_a_challenger_trained_on_corrupted_labels_is_rejected(services: Any, tmp
         spark.stop()
 
     assert aliases(honest).get("champion") == champion.version
-    events = db.list_events(honest, model_name=honest.mlflow.registered_model, newest_first=True)
+    events = store.list_events(honest, model_name=honest.mlflow.registered_model, newest_first=True)
     kinds = [e.kind for e in events]
     assert kinds[:3] == ["rejection", "retrain_finished", "retrain_started"], kinds
     rejection, finished = events[0], events[1]

@@ -20,8 +20,7 @@ from mlops.config import Settings
 from mlops.data.schemas import parse_reading
 from mlops.features.compute import features_frame
 from mlops.serve.scorer import Scorer
-from tests.conftest import REPO, unique
-from tests.helpers_models import (
+from mlops.testing import (
     SPEC,
     CommittedReader,
     fleet_readings,
@@ -30,7 +29,9 @@ from tests.helpers_models import (
     register_model,
     scorer_settings,
     settings_env,
+    unique,
 )
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from mlops import kafka
 from mlops.services import manager
 from mlops.services.kafka_broker import KafkaBroker
 from mlops.services.mlflow_server import MlflowServer
-from tests.conftest import free_port
+from mlops.testing import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import unique
+from mlops.testing import unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

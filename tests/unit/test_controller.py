@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlops import db
+from mlops import store
 from mlops.config import PolicySettings, load_settings
 from mlops.errors import TrainingError
 from mlops.monitor.controller import LoopController
@@ -237,7 +237,7 @@ def test_every_window_is_recorded_with_its_decision(tmp_path: Path) -> None:
     for i in range(10):
         decision = controller.on_window(drift(i, 0.1))
         assert decision is not None and not decision.trigger
-    kinds = [e.kind for e in db.list_events(settings)]
+    kinds = [e.kind for e in store.list_events(settings)]
     assert kinds.count("window_result") == 10 and kinds.count("not_triggered") == 10
     assert "trigger" not in kinds
 
@@ -255,7 +255,7 @@ def test_a_failed_retraining_is_recorded_and_leaves_the_loop_ready(tmp_path: Pat
     assert controller.on_window(drift(2, 0.9)).trigger  # type: ignore[union-attr]
     assert controller.wait_idle(30)
     assert not controller.policy.running
-    events = db.list_events(settings)
+    events = store.list_events(settings)
     assert {"trigger", "retrain_started", "retrain_failed"} <= {e.kind for e in events}
     failed = next(e for e in events if e.kind == "retrain_failed")
     assert "12 labelled rows" in (failed.reason or "")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from mlops.monitor.lease import Lease
+from mlops.store.lease import Lease
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from mlops.config import load_settings
 from mlops.errors import RegistryError
 from mlops.features.compute import FeatureSpec
 from mlops.features.online_push import OnlinePusher, OnlineRow, SpecOf
-from tests.helpers_models import SPEC, T0
+from mlops.testing import SPEC, T0
 
 MODEL = ("model", "1")
 

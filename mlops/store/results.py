@@ -7,27 +7,41 @@ statistic, its threshold and the verdict ``drifted``); a ``performance`` window 
 predicted_positive_rate, n_labelled, n_positive, judged: see :func:`mlops.monitor.drift.performance`).
 Both carry the model version, the event-time span, the scored readings' offsets and the report files.
 
-The table has its own declarative base (it is not part of the audit trail in :mod:`mlops.db`) and
-lives in the same database (``settings.database_url``); :func:`engine_for` creates it if needed.
+The table is not part of the audit trail (:mod:`mlops.store.audit`) but lives in the same database
+(``settings.database_url``); :func:`engine_for` creates it if needed. Errors are
+:class:`~mlops.store.base.DatabaseError`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, Index, Integer, String, Text, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mlops.clock import as_utc, utc_now
 from mlops.config import Settings
-from mlops.db import Base
-from mlops.errors import MlopsError
+from mlops.store.base import Base, DatabaseError, get_engine
 
-
-class ResultsError(MlopsError):
-    """The window results could not be read or written."""
+__all__ = ["WindowResult", "WindowResultRow", "engine_for", "list_results", "save", "set_reports"]
 
 
 @dataclass(frozen=True)
@@ -116,14 +130,12 @@ _COLUMNS = ("kind", "model_name", "model_version", "start_time", "end_time", "n_
 
 
 def engine_for(settings: Settings) -> Engine:
-    """The project database's engine (:func:`mlops.db.get_engine`, which creates ``window_results``)."""
-    from mlops import db
-
+    """The project database's engine (:func:`mlops.store.base.get_engine`, which creates ``window_results``)."""
     try:
-        engine = db.get_engine(settings)
+        engine = get_engine(settings)
         _add_missing_columns(engine)
     except SQLAlchemyError as err:
-        raise ResultsError(f"database {settings.database_url!r}: cannot open or create its tables: {err}") from err
+        raise DatabaseError(f"database {settings.database_url!r}: cannot open or create its tables: {err}") from err
     return engine
 
 
@@ -132,8 +144,6 @@ _ADDED_COLUMNS = {"drift_score": "FLOAT", "drift_threshold": "FLOAT", "drifted":
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    from sqlalchemy import inspect, text
-
     present = {c["name"] for c in inspect(engine).get_columns(WindowResultRow.__tablename__)}
     with engine.begin() as conn:
         for name, kind in _ADDED_COLUMNS.items():
@@ -143,14 +153,14 @@ def _add_missing_columns(engine: Engine) -> None:
 
 def save(engine: Engine, result: WindowResult) -> WindowResult:
     """Insert a result; return it with its ``window_id`` and ``created_at``."""
-    created = datetime.now(UTC)
+    created = utc_now()
     values = {name: getattr(result, name) for name in _COLUMNS}
     try:
         with engine.begin() as conn:
             window_id = conn.execute(insert(WindowResultRow).values(created_at=created, **values)
                                      .returning(WindowResultRow.id)).scalar_one()
     except SQLAlchemyError as err:
-        raise ResultsError(f"database {engine.url!r}: cannot save a {result.kind} window result: {err}") from err
+        raise DatabaseError(f"database {engine.url!r}: cannot save a {result.kind} window result: {err}") from err
     return replace(result, window_id=int(window_id), created_at=created)
 
 
@@ -161,7 +171,7 @@ def set_reports(engine: Engine, window_id: int, html: str | None, json_path: str
             conn.execute(update(WindowResultRow).where(WindowResultRow.id == window_id)
                          .values(report_html=html, report_json=json_path))
     except SQLAlchemyError as err:
-        raise ResultsError(f"database {engine.url!r}: cannot update window {window_id}: {err}") from err
+        raise DatabaseError(f"database {engine.url!r}: cannot update window {window_id}: {err}") from err
 
 
 def list_results(engine: Engine, *, model_name: str | None = None, kind: str | None = None,
@@ -180,17 +190,12 @@ def list_results(engine: Engine, *, model_name: str | None = None, kind: str | N
         with engine.connect() as conn:
             rows = list(conn.execute(query).mappings())
     except SQLAlchemyError as err:
-        raise ResultsError(f"database {engine.url!r}: cannot read window_results: {err}") from err
+        raise DatabaseError(f"database {engine.url!r}: cannot read window_results: {err}") from err
     return [_from_row(dict(row)) for row in reversed(rows)]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; every time stored here is UTC.
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _from_row(row: dict[str, Any]) -> WindowResult:
     values = {name: row[name] for name in _COLUMNS}
     for key in ("start_time", "end_time"):
-        values[key] = _utc(values[key])
-    return WindowResult(**values, window_id=row["id"], created_at=_utc(row["created_at"]))
+        values[key] = as_utc(values[key])
+    return WindowResult(**values, window_id=row["id"], created_at=as_utc(row["created_at"]))

@@ -1,7 +1,4 @@
-"""The project's own state database: the loop's audit trail and named locks (SQLAlchemy 2).
-
-One URL (``settings.database_url``) selects the database: a SQLite file under the data directory by
-default, PostgreSQL when it outgrows one machine. The same code runs on both.
+"""The loop's audit trail and named locks in the project's database (:mod:`mlops.store.base`).
 
     record_event(settings, "promotion", model_name="iot-failure", model_version="7",
                  previous_version="6", actor="alice", reason="better on last week")
@@ -18,51 +15,29 @@ run id, who did it and why, plus free-form ``details`` (JSON).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Engine,
-    Index,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    event,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, Engine, Index, Integer, String, Text, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Mapped, mapped_column
 
+from mlops.clock import as_utc, utc_now
 from mlops.config import Settings
-from mlops.errors import MlopsError, ValidationError
+from mlops.errors import ValidationError
+from mlops.store.base import Base, DatabaseError, DbTarget, connection, describe, get_engine
+
+__all__ = ["EVENT_KINDS", "EventRecord", "Lock", "LoopEvent", "list_events", "locked", "previous_champion",
+           "record_event"]
 
 EVENT_KINDS = frozenset({
     "window_result", "trigger", "not_triggered", "retrain_started", "retrain_finished", "retrain_failed",
     "evaluation", "promotion", "rejection", "rollback", "manual_action",
 })
-SQLITE_BUSY_TIMEOUT_S = 60.0
-"""How long a SQLite writer waits for another writer (e.g. a promotion holding the lock)."""
-
-
-class DatabaseError(MlopsError):
-    """The project's database could not be reached or written."""
-
-
-class Base(DeclarativeBase):
-    """Declarative base of every table in the project's database."""
-
-
 class LoopEvent(Base):
     __tablename__ = "loop_events"
 
@@ -111,98 +86,6 @@ class EventRecord:
         return data
 
 
-DbTarget = Settings | Engine | Connection | str
-"""Where to read or write: settings (their database_url), a URL, an engine, or an open connection."""
-
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def get_engine(target: Settings | Engine | str) -> Engine:
-    """The process-wide engine for a database (created on first use, schema ensured)."""
-    if isinstance(target, Engine):
-        return target
-    url = target.database_url if isinstance(target, Settings) else target
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = _create_engine(url)
-            create_schema(engine)
-            _engines[url] = engine
-        return engine
-
-
-def _create_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
-
-    # sqlite3's legacy transaction control does not BEGIN before SELECT, so a read-decide-write
-    # would not be isolated. Take over BEGIN (SQLAlchemy's documented recipe) so that a lock can
-    # ask for BEGIN IMMEDIATE: the write lock is taken at the start, and other writers wait.
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for a writer
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "")
-        conn.exec_driver_sql(f"BEGIN {mode}".strip())
-
-    return engine
-
-
-def create_schema(engine: Engine) -> None:
-    """Create the project's tables where missing (idempotent; safe when two processes race)."""
-    # The modules that define the other tables of this database register them on ``Base`` when
-    # imported; importing them here keeps one place that knows every table.
-    from mlops.monitor import lease, results  # noqa: F401
-
-    try:
-        Base.metadata.create_all(engine)
-    except OperationalError:
-        # Another process created a table between our check and our CREATE: check again.
-        Base.metadata.create_all(engine)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything is stored in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-@contextmanager
-def _connection(target: DbTarget) -> Iterator[Connection]:
-    """An open connection inside a transaction; an existing connection is used as it is."""
-    if isinstance(target, Connection):
-        yield target
-        return
-    try:
-        with get_engine(target).begin() as conn:
-            yield conn
-    except SQLAlchemyError as err:
-        raise DatabaseError(f"database {_describe(target)}: {err}") from err
-
-
-def _describe(target: DbTarget) -> str:
-    if isinstance(target, Settings):
-        target = target.database_url
-    if isinstance(target, str):
-        return make_url(target).render_as_string(hide_password=True)
-    if isinstance(target, Engine):
-        return target.url.render_as_string(hide_password=True)
-    return "connection"
-
-
 def record_event(
     target: DbTarget,
     kind: str,
@@ -224,7 +107,7 @@ def record_event(
     if kind not in EVENT_KINDS:
         raise ValidationError(f"loop event kind {kind!r} is unknown (one of: {', '.join(sorted(EVENT_KINDS))})")
     row = {
-        "time": _utc(time) if time else _now(),
+        "time": as_utc(time) if time else utc_now(),
         "kind": kind,
         "model_name": model_name,
         "model_version": None if model_version is None else str(model_version),
@@ -234,7 +117,7 @@ def record_event(
         "reason": reason,
         "details": details or {},
     }
-    with _connection(target) as conn:
+    with connection(target) as conn:
         result = conn.execute(insert(LoopEvent).values(**row).returning(LoopEvent.id))
         return int(result.scalar_one())
 
@@ -258,15 +141,15 @@ def list_events(
     if model_version is not None:
         query = query.where(LoopEvent.model_version == str(model_version))
     if since is not None:
-        query = query.where(LoopEvent.time >= _utc(since))
+        query = query.where(LoopEvent.time >= as_utc(since))
     query = query.order_by(LoopEvent.id.desc() if newest_first else LoopEvent.id.asc())
     if limit is not None:
         query = query.limit(limit)
-    with _connection(target) as conn:
+    with connection(target) as conn:
         rows: Sequence[Any] = conn.execute(query).all()
     return [
         EventRecord(
-            id=row.id, time=_utc(row.time), kind=row.kind, model_name=row.model_name,
+            id=row.id, time=as_utc(row.time), kind=row.kind, model_name=row.model_name,
             model_version=row.model_version, previous_version=row.previous_version, run_id=row.run_id,
             actor=row.actor, reason=row.reason, details=dict(row.details or {}),
         )
@@ -318,7 +201,7 @@ def locked(target: Settings | Engine | str, name: str, holder: str) -> Iterator[
                     conn.execute(insert(Lock).values(name=name))
             else:
                 conn.execute(select(Lock.name).where(Lock.name == name).with_for_update())
-            conn.execute(update(Lock).where(Lock.name == name).values(holder=holder, acquired_at=_now()))
+            conn.execute(update(Lock).where(Lock.name == name).values(holder=holder, acquired_at=utc_now()))
             yield conn
     except SQLAlchemyError as err:
-        raise DatabaseError(f"database {_describe(engine)}: lock {name!r}: {err}") from err
+        raise DatabaseError(f"database {describe(engine)}: lock {name!r}: {err}") from err

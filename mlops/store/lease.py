@@ -8,13 +8,17 @@ and PostgreSQL: acquisition is one conditional UPDATE (or INSERT) in a transacti
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import DateTime, Engine, String, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mlops.db import Base, create_schema
+from mlops.clock import as_utc, utc_now
+from mlops.store.base import Base, create_schema, database_errors
+
+__all__ = ["Lease", "LeaseRow"]
 
 
 class LeaseRow(Base):
@@ -25,48 +29,52 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes even for timezone-aware columns; they are stored in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class Lease:
-    """``Lease(engine, "scheduler", holder_id, ttl_s).try_acquire(now)`` -> True while we hold it."""
+    """``Lease(engine, "scheduler", holder_id, ttl_s).try_acquire(now)`` -> True while we hold it.
+
+    The database's errors leave as :class:`~mlops.store.base.DatabaseError`."""
 
     def __init__(self, engine: Engine, name: str, holder: str, ttl_s: float = 30.0) -> None:
         self.engine, self.name, self.holder, self.ttl = engine, name, holder, timedelta(seconds=ttl_s)
-        create_schema(engine)
+        with self._errors("create its table"):
+            create_schema(engine)
+
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return database_errors(self.engine, f"lease {self.name!r}: {action}")
 
     def try_acquire(self, now: datetime | None = None) -> bool:
         """Take or renew the lease; False if another holder's lease is still valid."""
-        now = now or datetime.now(UTC)
+        now = now or utc_now()
         expires = now + self.ttl
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(LeaseRow)
-                .where(LeaseRow.name == self.name)
-                .where((LeaseRow.holder == self.holder) | (LeaseRow.expires_at < now))
-                .values(holder=self.holder, expires_at=expires)
-            ).rowcount
-            if taken:
-                return True
-            exists = conn.execute(select(LeaseRow.name).where(LeaseRow.name == self.name)).first()
-            if exists:
-                return False
-        try:
+        with self._errors("acquire"):
             with self.engine.begin() as conn:
-                conn.execute(insert(LeaseRow).values(name=self.name, holder=self.holder, expires_at=expires))
-            return True
-        except IntegrityError:
-            return False  # another instance inserted it first
+                taken = conn.execute(
+                    update(LeaseRow)
+                    .where(LeaseRow.name == self.name)
+                    .where((LeaseRow.holder == self.holder) | (LeaseRow.expires_at < now))
+                    .values(holder=self.holder, expires_at=expires)
+                ).rowcount
+                if taken:
+                    return True
+                exists = conn.execute(select(LeaseRow.name).where(LeaseRow.name == self.name)).first()
+                if exists:
+                    return False
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(LeaseRow).values(name=self.name, holder=self.holder, expires_at=expires))
+                return True
+            except IntegrityError:
+                return False  # another instance inserted it first
 
     def holder_now(self) -> tuple[str, datetime] | None:
-        with self.engine.connect() as conn:
+        """Who holds the lease and until when; None before anyone took it."""
+        with self._errors("read"), self.engine.connect() as conn:
             row = conn.execute(select(LeaseRow.holder, LeaseRow.expires_at).where(LeaseRow.name == self.name)).first()
-        return (row[0], _aware(row[1])) if row else None
+        return (row[0], as_utc(row[1])) if row else None
 
     def release(self) -> None:
-        with self.engine.begin() as conn:
+        """Let the lease expire now, if we hold it."""
+        with self._errors("release"), self.engine.begin() as conn:
             conn.execute(
                 update(LeaseRow)
                 .where(LeaseRow.name == self.name, LeaseRow.holder == self.holder)

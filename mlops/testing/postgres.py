@@ -38,7 +38,7 @@ SERVER_ACCOUNT = "postgres"
 DRIVER = "postgresql+psycopg2"
 
 _TEST_SETTINGS = """
-# Written by mlops.services.postgres: a throwaway server for tests.
+# Written by mlops.testing.postgres: a throwaway server for tests.
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = ''
