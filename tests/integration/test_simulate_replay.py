@@ -73,15 +73,19 @@ def test_simulate_stationary_20000_readings(services: Settings, tmp_path: Any) -
 
 def test_simulate_records_the_onset_offsets(services: Settings, tmp_path: Any) -> None:
     settings = topic_settings(services, tmp_path)
-    record = simulate(settings, load_scenario("recalibration"), devices=4, seed=1, events=4 * 700)
+    scenario = load_scenario("recalibration")
+    assert scenario.drift is not None
+    # Enough cycles to run 100 past the onset, wherever the scenario puts it.
+    events = 4 * (scenario.drift.onset_cycle + 100)
+    record = simulate(settings, scenario, devices=4, seed=1, events=events)
     onset = record["onset"]
     onset_time = datetime.fromisoformat(onset["event_time"])
-    assert onset_time == load_scenario("recalibration").start_time + timedelta(minutes=1800)
+    assert onset_time == scenario.start_time + timedelta(minutes=scenario.drift.onset_cycle)
     # The same seed replayed as a pure generator: the index of the first post-onset reading.
-    sim = Simulator(load_scenario("recalibration"), devices=4, seed=1, cycle_seconds=60.0)
-    generated = [e for e in sim.events(max_readings=4 * 700) if isinstance(e, Reading)]
+    sim = Simulator(scenario, devices=4, seed=1, cycle_seconds=60.0)
+    generated = [e for e in sim.events(max_readings=events) if isinstance(e, Reading)]
     assert onset["reading_index"] == next(i for i, r in enumerate(generated) if r.event_time >= onset_time)
-    readings = consume_all(settings, settings.kafka.topics.readings, 4 * 700)
+    readings = consume_all(settings, settings.kafka.topics.readings, events)
     for partition, offset in onset["partition_offsets"].items():
         mine = sorted((m for m in readings if m.partition() == int(partition)), key=lambda m: m.offset())
         first_after = next(m for m in mine if parse_reading(m.value()).event_time >= onset_time)
