@@ -1,15 +1,20 @@
 """The training job: window -> training set (Spark) -> time split -> distributed search -> MLflow run
 -> registered model version with its lineage.
 
-One MLflow parent run per job and one nested child run per candidate. The chosen candidate is refit
-on the driver, logged in the sklearn flavour and registered as a new version of
-``settings.mlflow.registered_model``; nothing else in the registry changes (promotion is the loop's
-job). Any failure — Spark, an empty or too-small window, MLflow — marks the run FAILED with a
+One MLflow parent run per job and one nested child run per candidate (tag ``mlflow.parentRunId``),
+so the UI lists a training's candidates under it and compares them: every child logs the same
+``val_*`` metrics, the parent logs the whole search space as ``search_space.<family>.<name>`` params.
+The experiment is tagged as a model-training experiment (:data:`EXPERIMENT_KIND`). The chosen
+candidate is refit on the driver, logged in the sklearn flavour and registered as a new version of
+``settings.mlflow.registered_model`` with its evaluation plots (:mod:`mlops.train.plots`) on both
+the run and the logged model; nothing else in the registry changes (promotion is the loop's job).
+Any failure — Spark, an empty or too-small window, MLflow — marks the run FAILED with a
 ``failure_reason`` tag, registers nothing and raises :class:`~mlops.errors.TrainingError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -45,6 +50,12 @@ log = get_logger(__name__)
 Trigger = Literal["manual", "schedule", "drift"]
 TRIGGERS = ("manual", "schedule", "drift")
 _SECRET_KEYS = ("key", "password", "secret", "token", "connection_string")
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""The experiment tag MLflow 3 reads to tell a model-training experiment from a GenAI one."""
+MODEL_TRAINING_KINDS = (EXPERIMENT_KIND, "finetuning", "regression", "classification", "forecasting", "automl")
+"""Kinds someone may have chosen on purpose for a training experiment: left as they are."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,37 @@ def config_snapshot(settings: Settings) -> dict[str, Any]:
     return snapshot
 
 
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI, opened as model training.
+
+    MLflow 3.17's UI shows an experiment as its sidebar's workflow (``GenAI`` by default, remembered
+    per browser) says; ``workflowType=machine_learning`` in the link switches it to model training.
+    """
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def training_experiment(client: Any, name: str) -> str:
+    """The id of experiment ``name`` (created when missing), tagged as a model-training experiment."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        with contextlib.suppress(Exception):  # another training may have created it first
+            client.create_experiment(name)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise TrainingError(f"MLflow experiment {name!r} could neither be found nor created")
+    experiment_id = str(experiment.experiment_id)
+    kind = experiment.tags.get(EXPERIMENT_KIND_TAG)
+    if kind not in MODEL_TRAINING_KINDS:  # unset, or a kind the UI guessed (it tags its guesses too)
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment_id
+
+
+def search_space_params(space: dict[str, dict[str, list[Any]]]) -> dict[str, str]:
+    """The search space as parent-run params: ``search_space.<family>.<name>`` = the JSON list of values."""
+    return {f"search_space.{family}.{name}": json.dumps(values)
+            for family in sorted(space) for name, values in sorted(space[family].items())}
+
+
 def _champion(client: Any, name: str) -> str:
     try:
         return str(client.get_model_version_by_alias(name, "champion").version)
@@ -179,7 +221,8 @@ def _log_children(client: Any, parent: Any, results: list[CandidateResult]) -> N
         child = client.create_run(parent.info.experiment_id, start_time=start_ms, run_name=f"candidate-{index}",
                                   tags={"mlflow.parentRunId": parent.info.run_id, "candidate": str(index)})
         params = {"candidate": str(result.candidate.index), **result.candidate.as_params()}
-        metrics = {f"val_{k}": v for k, v in result.metrics.items() if not np.isnan(v)}
+        # Every successful candidate logs every metric name (NaN where undefined): the UI compares them.
+        metrics = {} if result.error else {f"val_{k}": result.metrics.get(k, float("nan")) for k in METRIC_NAMES}
         metrics.update(duration_s=result.duration_s, decision_threshold=result.threshold)
         from mlflow.entities import Metric, Param, RunTag
 
@@ -212,8 +255,9 @@ def run_training(settings: Settings, request: TrainRequest, *, spark: SparkSessi
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
     try:
-        experiment = mlflow.set_experiment(settings.mlflow.experiment)
-        run = client.create_run(experiment.experiment_id, run_name=f"train-{request.trigger}-{now():%Y%m%dT%H%M%S}")
+        experiment_id = training_experiment(client, settings.mlflow.experiment)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        run = client.create_run(experiment_id, run_name=f"train-{request.trigger}-{now():%Y%m%dT%H%M%S}")
     except Exception as err:
         raise TrainingError(f"MLflow at {settings.mlflow.tracking_uri} did not accept a run: {err}") from err
     started = time.perf_counter()
@@ -235,6 +279,7 @@ def run_training(settings: Settings, request: TrainRequest, *, spark: SparkSessi
             raise TrainingError(f"training run {run.info.run_id} failed, nothing registered: {reason}") from err
     log.info("training finished", run_id=run.info.run_id, model=name, model_version=result.version,
              duration_s=round(time.perf_counter() - started, 1))
+    progress(f"candidates compared in the MLflow UI: {experiment_url(settings.mlflow.tracking_uri, experiment_id)}")
     return result
 
 
@@ -304,7 +349,7 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
         "seed": str(cfg.seed), "calibration": cfg.calibration, "calibration_folds": str(cfg.calibration_folds),
         "validation_fraction": str(cfg.validation_fraction), "horizon_cycles": str(settings.features.horizon_cycles),
         "window": str(training.spec.window), "primary_metric": settings.policy.primary_metric,
-        "search_space": search_space[:6000],
+        "search_space": search_space[:6000], **search_space_params(cfg.search_space),
     })
     mlflow.log_metrics({**{f"val_{k}": metrics[k] for k in METRIC_NAMES if not np.isnan(metrics[k])},
                         "train_rows": len(split.train), "validation_rows": len(split.validation),
@@ -326,16 +371,14 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
                     lineage.LINEAGE_ARTIFACT)
 
     progress("logging plots, reference data and the model")
-    decision = (fitted.probability >= fitted.threshold).astype(int)
-    mlflow.log_figure(plots.pr_curve(data.y_val, fitted.probability, fitted.threshold), "plots/pr_curve.png")
-    mlflow.log_figure(plots.confusion(data.y_val, decision), "plots/confusion_matrix.png")
     importance = plots.importance_table(fitted.pipeline, data.x_val, data.y_val, cfg.seed)
-    mlflow.log_figure(plots.importance(importance), "plots/feature_importance.png")
-    mlflow.log_dict({k: float(v) for k, v in importance.items()}, "plots/feature_importance.json")
     tags.update(_log_reference(settings, fitted.pipeline,
                                _regime(split.train, split.validation, request.reference_since, names)))
-
-    version = _register(settings, fitted.pipeline, data.x_train, tags, run.info.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_dir = Path(tmp) / "plots"
+        plots.write_all(plot_dir, data.y_val, fitted.probability, fitted.threshold, importance)
+        mlflow.log_artifacts(str(plot_dir), "plots")
+        version = _register(settings, fitted.pipeline, data.x_train, tags, run.info.run_id, plot_dir)
     return TrainResult(run.info.run_id, name, version, best.candidate.family, dict(best.candidate.params), metrics,
                        fitted.threshold, compared_with, len(candidates), time.perf_counter() - clock, tags)
 
@@ -415,8 +458,10 @@ def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame) -> dic
     return {CALIBRATION_TAG: calibration.tag()}
 
 
-def _register(settings: Settings, pipeline: Any, x_train: pd.DataFrame, tags: dict[str, str], run_id: str) -> str:
-    """Log the model, register a version with the lineage tags; a half-made version is deleted again."""
+def _register(settings: Settings, pipeline: Any, x_train: pd.DataFrame, tags: dict[str, str], run_id: str,
+              plot_dir: Path) -> str:
+    """Log the model with its plots, register a version with the lineage tags; a half-made version is
+    deleted again."""
     import mlflow
     import mlflow.sklearn
     from mlflow import MlflowClient
@@ -433,6 +478,8 @@ def _register(settings: Settings, pipeline: Any, x_train: pd.DataFrame, tags: di
     )
     name = settings.mlflow.registered_model
     client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    # The plots travel with the logged model, so the version's own artifacts show them too.
+    client.log_model_artifacts(info.model_id, str(plot_dir), "plots")
     version = mlflow.register_model(info.model_uri, name, await_registration_for=120)
     try:
         for key, value in lineage.version_tags(tags).items():
