@@ -10,6 +10,8 @@ command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v python3.11 >/dev/null 2>&1 || need_apt+=(python3.11 python3.11-venv)
 # PostgreSQL server binaries, for the integration test that runs the loop's state on PostgreSQL.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# Headless Chromium, for the integration test that renders the MLflow experiment page.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
