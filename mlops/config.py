@@ -289,6 +289,8 @@ class ScorerSettings(_Section):
     """Longest wait for a batch to fill; bounds the latency a quiet stream adds."""
     metrics_port: int = Field(9108, ge=0, le=65535)
     """Prometheus endpoint of `mlops score`; 0 disables it."""
+    metrics_host: str = "127.0.0.1"
+    """Address the Prometheus endpoint listens on (``0.0.0.0`` where Prometheus scrapes it from another host)."""
     transactional_id_prefix: str = "mlops-scorer"
     """transactional.id = <prefix>-<group>-<instance>: stable per process, so a restart fences its zombie."""
     state_lookback: int = Field(5000, ge=0)

@@ -36,7 +36,8 @@ def score(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_args: stop.set())
     metrics = ScorerMetrics()
-    metrics.serve(settings.scorer.metrics_port if metrics_port is None else metrics_port)
+    metrics.serve(settings.scorer.metrics_port if metrics_port is None else metrics_port,
+                  addr=settings.scorer.metrics_host)
     started = time.monotonic()
     latest: list[ScoreSummary] = []
     finished = threading.Event()
