@@ -7,6 +7,7 @@
     mlops_scorer_model_version / mlops_scorer_model_info       the version serving now
     mlops_scorer_dead_letters_total                            invalid readings sent to the DLQ
     mlops_scorer_transactions_aborted_total                    batches rolled back and re-read
+    mlops_scorer_clients_reopened_total                        Kafka clients replaced after a hang or self-fencing
     mlops_scorer_model_load_failures_total                     promoted versions that failed to load
 """
 
@@ -37,6 +38,8 @@ class ScorerMetrics:
         self.model_info = Info("mlops_scorer_model", "Model serving now", registry=r)
         self.dead_letters = Counter("mlops_scorer_dead_letters", "Invalid readings sent to the DLQ", registry=r)
         self.aborted = Counter("mlops_scorer_transactions_aborted", "Transactions aborted and re-read", registry=r)
+        self.reopened = Counter("mlops_scorer_clients_reopened", "Kafka clients replaced after a hang or "
+                                "self-fencing", registry=r)
         self.load_failures = Counter("mlops_scorer_model_load_failures", "Promoted versions that failed to load",
                                      registry=r)
         self._server: Any = None

@@ -15,6 +15,15 @@ generation after a rebalance), the transaction is aborted, every owned partition
 its committed offset and the windows are rebuilt (:mod:`mlops.serve.feature_state`), so the
 batch is scored again from the same state. Retriable errors are retried; fatal ones (a newer
 process with the same transactional.id fenced us) stop the scorer with a clear error.
+
+Two failures of the client library itself are recovered by reopening both clients (:meth:`Scorer._reopen`):
+``send_offsets_to_transaction`` can block forever, past its own timeout, when the group coordinator
+goes away (a broker restart; librdkafka issues 5456 and 5511), so every transactional call runs
+under a hard deadline; and a static member whose session expired while the broker restarted can be
+fenced by its own rejoin. A new producer with the same transactional.id fences the stuck one and
+aborts its open transaction; a new consumer takes the partitions back and rebuilds the windows from
+the committed offsets, so nothing is lost or scored twice. More than ``MAX_REOPENS`` in
+``REOPEN_WINDOW_S`` means a real second process: the scorer stops with the error.
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ import functools
 import gc
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +58,13 @@ log = get_logger(__name__)
 DEFAULT_GROUP = "mlops-scorer"
 KAFKA_TIMEOUT_S = 30.0
 RETRY_DEADLINE_S = 60.0
+HUNG_CALL_S = KAFKA_TIMEOUT_S + 15.0
+"""A transactional call that has not returned by then never will: the clients are reopened."""
+MAX_REOPENS, REOPEN_WINDOW_S = 3, 600.0
+
+
+class ClientHung(Exception):
+    """A Kafka client call did not return within :data:`HUNG_CALL_S`, whatever timeout it was given."""
 
 
 @dataclass
@@ -56,6 +75,7 @@ class ScoreSummary:
     dead_letters: int = 0
     batches: int = 0
     aborted: int = 0
+    reopened: int = 0
     model_version: str = ""
 
     @property
@@ -97,6 +117,10 @@ class Scorer:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._context = f"scorer (group {group_id}, instance {instance_id})"
+        self._calls = ThreadPoolExecutor(1, thread_name_prefix="scorer-txn")
+        self._abandoned: list[Consumer | Producer] = []
+        """Clients replaced by :meth:`_reopen`; kept alive, never closed: closing a stuck client can block too."""
+        self._reopens: deque[float] = deque()
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(
@@ -129,7 +153,14 @@ class Scorer:
                 swapped = watcher.take()
                 if swapped is not None:
                     self._swap(swapped)
-                messages = kafka.consume(self._consumer, limit, self.settings.scorer.poll_timeout_s, self._context)
+                try:
+                    messages = kafka.consume(self._consumer, limit, self.settings.scorer.poll_timeout_s,
+                                             self._context)
+                except FatalKafkaError as err:
+                    if err.code not in _SELF_FENCING:
+                        raise
+                    self._reopen(str(err), err)
+                    continue
                 batch = self._triage(messages)
                 if batch:
                     self._score(batch)
@@ -142,6 +173,7 @@ class Scorer:
             watcher.stop()
             self._consumer.close()
             self._producer.flush(KAFKA_TIMEOUT_S)
+            self._calls.shutdown(wait=False)
         return self.summary
 
     def _open_producer(self) -> Producer:
@@ -175,13 +207,17 @@ class Scorer:
 
     # -- rebalance and rewind ---------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self._consumer:
+            return  # a client replaced by _reopen: the new one owns the partitions now
         positions = self._replay_positions(consumer, partitions)
         consumer.assign(positions)
         self._assigned = {(tp.topic, tp.partition) for tp in partitions}
         log.info("partitions assigned", topic=self.topics.readings,
                  partitions=",".join(f"{tp.partition}@{tp.offset}" for tp in positions))
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self._consumer:
+            return
         # No transaction is open here (see module docstring): only the state has to go.
         revoked = [(tp.topic, tp.partition) for tp in partitions]
         assert self.state is not None
@@ -342,10 +378,15 @@ class Scorer:
             # A timed-out send_offsets is aborted, not retried: after a broker restart the retried
             # call can wait forever for a request the old coordinator never answered (seen in the
             # chaos test). Nothing is committed yet, so the abort and re-read lose nothing.
-            _retrying(lambda: producer.send_offsets_to_transaction(
-                tps, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S), retry_timeouts=False)
-            _retrying(lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
+            group = consumer.consumer_group_metadata()
+            _retrying(lambda: self._bounded(lambda: producer.send_offsets_to_transaction(
+                tps, group, KAFKA_TIMEOUT_S)), retry_timeouts=False)
+            _retrying(lambda: self._bounded(lambda: producer.commit_transaction(KAFKA_TIMEOUT_S)))
             return True
+        except ClientHung as hung:
+            # Unknown whether the transaction commits: the reopened clients start from what did.
+            self._reopen(str(hung))
+            return False
         except KafkaException as exc:
             error = exc.args[0]
             timed_out = error.code() == KafkaError._TIMED_OUT
@@ -354,7 +395,10 @@ class Scorer:
                                       "with the same transactional.id?)", code=error.code(), name=error.name()) from exc
             log.warning("transaction aborted; rewinding", error=error, partitions=len(offsets))
             try:
-                _retrying(lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+                _retrying(lambda: self._bounded(lambda: producer.abort_transaction(KAFKA_TIMEOUT_S)))
+            except ClientHung as hung:
+                self._reopen(str(hung))
+                return False
             except KafkaException as failed:
                 if not timed_out:
                     raise
@@ -369,6 +413,44 @@ class Scorer:
             self._rewind()
             return False
 
+    def _bounded(self, call: Callable[[], Any]) -> Any:
+        """``call()`` on the transaction thread, raising :class:`ClientHung` if it outlasts :data:`HUNG_CALL_S`."""
+        future = self._calls.submit(call)
+        try:
+            return future.result(timeout=HUNG_CALL_S)
+        except FutureTimeout:
+            # The stuck call keeps its thread: the next call gets a fresh one.
+            self._calls.shutdown(wait=False)
+            self._calls = ThreadPoolExecutor(1, thread_name_prefix="scorer-txn")
+            raise ClientHung(f"{self._context}: a transactional Kafka call did not return within "
+                             f"{HUNG_CALL_S:.0f} s") from None
+
+    def _reopen(self, reason: str, error: Exception | None = None) -> None:
+        """Replace the producer and the consumer; the new consumer's assignment rebuilds the windows.
+
+        The new producer's ``init_transactions`` fences the old one and aborts its open transaction;
+        the new consumer joins with the same static id, which fences the old one and takes its
+        partitions back, replayed from the committed offsets (:meth:`_on_assign`)."""
+        now = time.monotonic()
+        while self._reopens and now - self._reopens[0] > REOPEN_WINDOW_S:
+            self._reopens.popleft()
+        if len(self._reopens) >= MAX_REOPENS:
+            raise FatalKafkaError(f"{self._context}: Kafka clients reopened {MAX_REOPENS} times in "
+                                  f"{REOPEN_WINDOW_S:.0f} s, the last time because: {reason}. Another process "
+                                  "with this group instance id? Stop one of them.",
+                                  code=getattr(error, "code", KafkaError._FATAL),
+                                  name=getattr(error, "name", "_FATAL"))
+        self._reopens.append(now)
+        log.warning("kafka clients reopened", reason=reason, reopens=len(self._reopens))
+        assert self.state is not None and self._consumer is not None and self._producer is not None
+        self._abandoned += [self._consumer, self._producer]
+        self.state.clear()
+        self._assigned = set()
+        self._producer = self._open_producer()
+        self._consumer = self._open_consumer()
+        self.summary.reopened += 1
+        self.metrics.reopened.inc()
+
     def _update_lag(self) -> None:
         assert self._consumer is not None
         owned = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
@@ -378,6 +460,10 @@ class Scorer:
             _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, -1)
             if tp.offset >= 0 and high >= 0:
                 self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, high - tp.offset))
+
+
+_SELF_FENCING = frozenset({KafkaError.FENCED_INSTANCE_ID, KafkaError._FATAL})
+"""Consumer errors after which a static member reopens once rather than stop (see the module docstring)."""
 
 
 def _retrying(call: Callable[[], Any], retry_timeouts: bool = True) -> Any:

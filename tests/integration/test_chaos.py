@@ -1,0 +1,193 @@
+"""Exactly-once under chaos: 100,000 readings stream in while the scorer is SIGKILLed at 5 random
+points and the broker is SIGKILLed and restarted once, with the lake sink running throughout.
+
+The broker's restart is where the client library fails on its own: ``send_offsets_to_transaction``
+can block past its timeout and a static member can be fenced by its own rejoin; the scorer reopens
+its clients (``mlops.serve.scorer``) and exactly-once must still hold.
+
+At the end, read with read_committed consumers of the test's own:
+- committed predictions = valid readings, none twice by (device_id, event_time);
+- the scorer's dead letters = invalid readings (they are written inside its transactions);
+- the lake's rows = the valid readings on the topic, each offset once; the lake sink's dead letters
+  cover every invalid reading (at-least-once for its DLQ, docs/events.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mlops import kafka
+from mlops.config import Settings
+from mlops.data import lake
+from mlops.data.publish import Pacer
+from mlops.services.kafka_broker import KafkaBroker
+from mlops.testing import CommittedReader, fleet_readings, register_model, scorer_settings, settings_env, unique
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+DEVICES, CYCLES = 50, 2000  # 100,000 valid readings
+INVALID_EVERY = 1000  # one invalid record after every 1,000 valid ones: 100 in all
+RATE = 1500.0  # readings/s: the stream lasts ~67 s, long enough for every fault to land mid-stream
+KILLS = 5
+
+
+def _start(role: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(settings), "MLOPS_CONFIG_DIR": str(REPO / "configs"),
+           "MLOPS_LAKE__GROUP_ID": settings.lake.group_id}
+    with log.open("ab") as sink:
+        return subprocess.Popen([sys.executable, "-m", "mlops", *role], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _stream(settings: Settings, values: list[tuple[bytes, str]], hold_at: int, release: threading.Event,
+            done: threading.Event, errors: list[str]) -> None:
+    """Publish at RATE with one idempotent producer; it rides out the broker's restart by retrying.
+
+    The last records wait for ``release`` (every fault injected), so the faults land mid-stream
+    however slowly a loaded machine restarts the processes."""
+    producer = kafka.producer(settings.kafka)
+    pacer = Pacer(RATE)
+    topic = settings.kafka.topics.readings
+    for index, (value, key) in enumerate(values):
+        if index == hold_at and not release.wait(600):
+            errors.append("the faults were not all injected within 600 s")
+            break
+        pacer.wait()
+        kafka.produce(producer, topic, value, key,
+                      on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+    if producer.flush(120):
+        errors.append("records left undelivered after 120 s")
+    done.set()
+
+
+def _kill_broker(services: Settings) -> None:
+    broker = KafkaBroker(services)
+    process = broker.process.process()
+    assert process is not None, "the test session's broker is not running"
+    process.kill()
+    psutil.wait_procs([process], timeout=30)
+    assert broker.start(), "the broker did not start again"
+
+
+def _lake_rows(settings: Settings) -> int:
+    try:
+        return sum(c.rows for c in lake.read_commits(settings, "readings"))
+    except lake.LakeError:
+        return 0
+
+
+def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: Settings, tmp_path: Path) -> None:
+    settings = scorer_settings(services, unique("chaos"), batch_size=500, state_lookback=1000)
+    settings = settings.model_copy(update={
+        "paths": settings.paths.model_copy(update={"data_dir": tmp_path / "data"}),
+        "lake": settings.lake.model_copy(update={"group_id": unique("lake")}),
+    })
+    register_model(settings)
+    kafka.ensure_topics(settings.kafka, kafka.design_topics(settings.kafka))
+    readings = fleet_readings(devices=DEVICES, cycles=range(1, CYCLES + 1))
+    invalid = [(b"not json", "dev-000"), (json.dumps({"schema_version": 1}).encode(), "dev-001")]
+    values: list[tuple[bytes, str]] = []
+    for i, r in enumerate(readings):
+        values.append((json.dumps(r).encode(), r["device_id"]))
+        if i % INVALID_EVERY == INVALID_EVERY - 1:
+            values.append(invalid[(i // INVALID_EVERY) % 2])
+    n_invalid = len(values) - len(readings)
+
+    rng = random.Random(17)
+    kill_at = sorted(rng.sample(range(5_000, 75_000), KILLS))
+    broker_at = kill_at[2] + 5_000  # between the third and the fourth kill
+    out = CommittedReader(settings, settings.kafka.topics.predictions)
+    scorer_log, sink_log = tmp_path / "scorer.log", tmp_path / "sink.log"
+    group = unique("g")
+    done, release, publish_errors = threading.Event(), threading.Event(), []
+    hold_at = int(len(values) * 0.8)  # past the last kill point (75,000 predictions)
+    streamer = threading.Thread(target=_stream, args=(settings, values, hold_at, release, done, publish_errors),
+                                daemon=True)
+    scorer = _start(["score", "--group", group, "--instance", "0"], settings, scorer_log)
+    sink = _start(["lake-sink", "--batch-rows", "2000"], settings, sink_log)
+    faults: list[str] = []
+    try:
+        streamer.start()
+        for target in kill_at:
+            if target > broker_at and "broker" not in faults:
+                out.wait_for(broker_at, timeout_s=180, alive=lambda p=scorer: p.poll() is None)
+                _kill_broker(services)
+                faults.append("broker")
+            out.wait_for(target, timeout_s=180, alive=lambda p=scorer: p.poll() is None)
+            scorer.send_signal(signal.SIGKILL)
+            scorer.wait(30)
+            faults.append(f"scorer@{len(out.records)}")
+            scorer = _start(["score", "--group", group, "--instance", "0"], settings, scorer_log)
+        assert not done.is_set(), "the stream ended before the last fault: faults must land mid-stream"
+        release.set()
+        streamer.join(300)
+        assert done.is_set() and not publish_errors, publish_errors[:3]
+        out.wait_for(len(readings), timeout_s=300, alive=lambda p=scorer: p.poll() is None)
+        deadline = time.monotonic() + 300
+        while _lake_rows(settings) < len(readings):
+            assert sink.poll() is None, f"lake sink exited:\n{sink_log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"lake holds {_lake_rows(settings)} of {len(readings)} rows"
+            out.poll(0.5)  # the condition is polled; reading predictions meanwhile is useful work
+        assert sink.poll() is None, f"lake sink died during the run:\n{sink_log.read_text()[-3000:]}"
+    except AssertionError:
+        print(scorer_log.read_text()[-5000:], sink_log.read_text()[-3000:])
+        raise
+    finally:
+        release.set()
+        _stop(scorer)
+        _stop(sink)
+    try:
+        predictions = out.drain()
+    finally:
+        out.close()
+    dlq = CommittedReader(settings, settings.kafka.topics.dlq)
+    try:
+        dlq.drain()
+    finally:
+        dlq.close()
+
+    assert faults == [f for f in faults if f == "broker" or f.startswith("scorer@")] and len(faults) == KILLS + 1
+    by_event = Counter((p["device_id"], p["event_time"]) for p in out.records)
+    duplicates = [k for k, n in by_event.items() if n > 1]
+    assert not duplicates, f"{len(duplicates)} readings predicted twice, e.g. {duplicates[:3]}"
+    assert predictions == len(readings) == len(by_event)
+    assert set(by_event) == {(r["device_id"], r["event_time"]) for r in readings}
+
+    by_consumer = Counter(d["consumer"].split(":")[0] for d in dlq.records)
+    assert by_consumer["scorer"] == n_invalid, by_consumer
+    sink_dead = {(d["source"]["partition"], d["source"]["offset"]) for d in dlq.records
+                 if d["consumer"] == "lake-sink"}
+    scorer_dead = {(d["source"]["partition"], d["source"]["offset"]) for d in dlq.records
+                   if d["consumer"].startswith("scorer")}
+    assert sink_dead == scorer_dead and len(scorer_dead) == n_invalid
+
+    frame = lake.read_table(settings, "readings")
+    offsets = Counter(zip(frame["_partition"], frame["_offset"], strict=True))
+    assert len(frame) == len(readings) and max(offsets.values()) == 1
+    assert all(r.overlaps == 0 for r in lake.partition_ranges(settings, "readings"))
+    print(f"chaos: readings={len(readings)} invalid={n_invalid} predictions={predictions} "
+          f"duplicates={len(duplicates)} scorer_dead_letters={by_consumer['scorer']} "
+          f"sink_dead_letters={len(sink_dead)} lake_rows={len(frame)} faults={faults}")
