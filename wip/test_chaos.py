@@ -15,88 +15,26 @@ At the end, read with read_committed consumers of the test's own:
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 
 from mlops import kafka
 from mlops.config import Settings
 from mlops.data import lake
-from mlops.data.publish import Pacer
-from mlops.services.kafka_broker import KafkaBroker
-from mlops.testing import CommittedReader, fleet_readings, register_model, scorer_settings, settings_env, unique
-from tests.conftest import REPO
+from mlops.testing import CommittedReader, fleet_readings, register_model, scorer_settings, unique
+from tests.integration.processes import _kill_broker, _lake_rows, _start, _stop, _stream
 
 pytestmark = pytest.mark.integration
 
 DEVICES, CYCLES = 50, 2000  # 100,000 valid readings
 INVALID_EVERY = 1000  # one invalid record after every 1,000 valid ones: 100 in all
-RATE = 1500.0  # readings/s: the stream lasts ~67 s, long enough for every fault to land mid-stream
 KILLS = 5
-
-
-def _start(role: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings), "MLOPS_CONFIG_DIR": str(REPO / "configs"),
-           "MLOPS_LAKE__GROUP_ID": settings.lake.group_id}
-    with log.open("ab") as sink:
-        return subprocess.Popen([sys.executable, "-m", "mlops", *role], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT, cwd=REPO)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _stream(settings: Settings, values: list[tuple[bytes, str]], hold_at: int, release: threading.Event,
-            done: threading.Event, errors: list[str]) -> None:
-    """Publish at RATE with one idempotent producer; it rides out the broker's restart by retrying.
-
-    The last records wait for ``release`` (every fault injected), so the faults land mid-stream
-    however slowly a loaded machine restarts the processes."""
-    producer = kafka.producer(settings.kafka)
-    pacer = Pacer(RATE)
-    topic = settings.kafka.topics.readings
-    for index, (value, key) in enumerate(values):
-        if index == hold_at and not release.wait(600):
-            errors.append("the faults were not all injected within 600 s")
-            break
-        pacer.wait()
-        kafka.produce(producer, topic, value, key,
-                      on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
-    if producer.flush(120):
-        errors.append("records left undelivered after 120 s")
-    done.set()
-
-
-def _kill_broker(services: Settings) -> None:
-    broker = KafkaBroker(services)
-    process = broker.process.process()
-    assert process is not None, "the test session's broker is not running"
-    process.kill()
-    psutil.wait_procs([process], timeout=30)
-    assert broker.start(), "the broker did not start again"
-
-
-def _lake_rows(settings: Settings) -> int:
-    try:
-        return sum(c.rows for c in lake.read_commits(settings, "readings"))
-    except lake.LakeError:
-        return 0
 
 
 def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: Settings, tmp_path: Path) -> None:
