@@ -8,9 +8,14 @@
     ├── ValidationError        an event failed schema validation (carries the reason)
     ├── TrainingError          a training job failed or had too little data; nothing was registered
     ├── RegistryError          a registry operation (load, promote, roll back) failed
+    │   ├── VersionNotFoundError       no such registered version (mlops.registry.catalog)
+    │   ├── RegistryUnavailableError   the MLflow server did not answer (mlops.registry.catalog)
+    │   └── NoPreviousChampionError    a rollback with nothing to roll back to (mlops.registry.promotion)
+    ├── LakeError              the lake is inconsistent or cannot be written (mlops.data.lake)
     ├── DatabaseError          the project's state database could not be reached, read or written
                                (defined in mlops.store.base)
     └── PolicyError            the loop refused an action (cooldown, cap, evaluation gate)
+        └── PromotionRejectedError     the evaluation gate rejected a challenger (mlops.registry.promotion)
 
 Vendor errors are wrapped with ``raise ... from err`` so their codes stay reachable.
 """
