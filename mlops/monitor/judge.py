@@ -111,9 +111,11 @@ def judge_drift(window: ClosedWindow, reference: ModelReference, policy: PolicyS
     return Judgement(result, outcome.report)
 
 
-SPAN_TOLERANCE = 3.0
+SPAN_TOLERANCE = 2.0
 """A drift window spanning this many times the event time its size takes at the training rows' rate is
-not a sample of the fleet (see :func:`fleet_sample`)."""
+not a sample of the fleet (see :func:`fleet_sample`). At 3.0, a stationary end-to-end run judged a
+window of 3 of 4 partitions over 149 minutes (expected 50): score 4.95 against 4.21, a false trigger;
+normal windows span 1.0 to 1.5 times the expected time."""
 
 
 def fleet_sample(window: ClosedWindow, calibration: DriftCalibration) -> bool:

@@ -285,3 +285,9 @@ def test_a_window_of_part_of_the_fleet_over_hours_is_not_a_fleet_sample() -> Non
     part = [pred(f"d{i % 5}", i / 5) for i in range(1000)]  # 5 devices over 200 minutes
     assert fleet_sample(ClosedWindow("drift", "m", "1", fleet, at(0), at(50)), calibration)
     assert not fleet_sample(ClosedWindow("drift", "m", "1", part, at(0), at(200)), calibration)
+    # Catching up partitions unevenly: 8 of 20 devices over 125 minutes (2.5 times the expected 50).
+    uneven = [pred(f"d{i % 8}", i / 8) for i in range(1000)]
+    assert not fleet_sample(ClosedWindow("drift", "m", "1", uneven, at(0), at(125)), calibration)
+    # A fleet reporting a third slower than in training is still a sample of it.
+    slower = [pred(f"d{i % 14}", i / 14) for i in range(1000)]
+    assert fleet_sample(ClosedWindow("drift", "m", "1", slower, at(0), at(72)), calibration)
