@@ -32,6 +32,7 @@ from mlops.testing import (
     unique,
 )
 from tests.conftest import REPO
+from tests.integration.processes import _stop
 
 pytestmark = pytest.mark.integration
 
@@ -87,16 +88,6 @@ def _start(settings: Settings, group: str, instance: str, log: Path) -> subproce
             [sys.executable, "-m", "mlops", "score", "--group", group, "--instance", instance],
             env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
         )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(services: Settings, tmp_path: Path) -> None:
