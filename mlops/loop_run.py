@@ -253,6 +253,7 @@ class LoopRun:
             # The history trained the initial model; the scorer starts at the live stream (it still
             # re-reads the history's tail to warm its per-device feature windows).
             commit_end_offsets(self.settings, SCORER_GROUP, self.settings.kafka.topics.readings)
+            live_since_id = self._newest_event_id()
             for role in LIVE_ROLES:
                 self.processes.start(role)
             self.report(self._stamp("started: " + ", ".join(f"mlops {r}" for r in self.processes.running)))
@@ -281,6 +282,10 @@ class LoopRun:
                 signal.signal(signal.SIGTERM, previous_handler)
             self.report(self._stamp(f"stopped the processes in {time.monotonic() - stopping:.0f}s"
                                     + (f" (killed after the grace time: {', '.join(killed)})" if killed else "")))
+        # The loop may promote again while the first new champion is judged (a follow-up retraining on
+        # more drifted data): the outcome lists every promotion, read once the processes stopped, so it
+        # agrees with the version that serves.
+        promoted = self._loop_promotions(live_since_id)
         outcome = RunOutcome(scenario.name, onset.event_time if onset else None, initial, promoted,
                              self._serving_version(), sim.readings_emitted, time.monotonic() - t0, timings)
         if self.write_report:
@@ -346,6 +351,11 @@ class LoopRun:
                 version = f"v{event.model_version} " if event.model_version else ""
                 self.report(self._stamp(f"loop: {event.kind} {version}{event.reason or ''}"[:240]))
         return (events[-1].id if events else after_id), events
+
+    def _loop_promotions(self, after_id: int) -> list[str]:
+        """The versions the loop promoted after event ``after_id``, in order."""
+        return [e.model_version for e in store.list_events(self.settings, kinds=["promotion"])
+                if e.id > after_id and e.actor == "loop" and e.model_version]
 
     def _newest_event_id(self) -> int:
         return max((e.id for e in store.list_events(self.settings, limit=1, newest_first=True)), default=0)
