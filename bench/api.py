@@ -42,6 +42,7 @@ import numpy as np
 from mlops.config import Settings, load_settings
 from mlops.features.compute import FeatureSpec
 from mlops.features.state import DeviceWindows
+from mlops.mlflow import tracking_client, use_tracking_server
 
 SPEC = FeatureSpec(sensors=("s_2", "s_3", "s_4", "s_7", "s_11", "s_12", "s_15", "s_20", "s_21"), window=10)
 MODEL = "bench-api"
@@ -55,7 +56,6 @@ def register(settings: Settings, max_iter: int) -> str:
     import mlflow
     import mlflow.sklearn
     import pandas as pd
-    from mlflow import MlflowClient
 
     from mlops.train.model import build_pipeline
 
@@ -63,7 +63,7 @@ def register(settings: Settings, max_iter: int) -> str:
     x = pd.DataFrame(rng.normal(size=(5000, len(SPEC.feature_names()))), columns=SPEC.feature_names())
     y = (x.iloc[:, 0] + rng.normal(scale=0.5, size=len(x)) > 1).astype(int).to_numpy()
     model = build_pipeline("hist_gradient_boosting", {"max_iter": max_iter, "max_depth": 5}, seed=0).fit(x, y)
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    use_tracking_server(settings)
     mlflow.set_experiment("bench")
     tags = {"feature_spec": json.dumps(SPEC.to_dict()), "decision_threshold": "0.5", "trigger": "manual",
             "reason": "benchmark"}
@@ -73,7 +73,7 @@ def register(settings: Settings, max_iter: int) -> str:
                                         pip_requirements=["scikit-learn"], serialization_format="pickle",
                                         pyfunc_predict_fn="predict_proba")
     version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+    client = tracking_client(settings)
     for key, value in tags.items():
         client.set_model_version_tag(MODEL, version, key, value)
     client.set_registered_model_alias(MODEL, "champion", version)

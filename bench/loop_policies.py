@@ -37,6 +37,7 @@ from loop_stream import LakeFeed, Stream
 from mlops.config import Settings
 from mlops.data.schemas import Label, Prediction, Reading
 from mlops.errors import MlopsError, PolicyError
+from mlops.mlflow import tracking_client
 from mlops.monitor import judge
 from mlops.monitor.loop import (
     EVALUATION_POLL,
@@ -198,9 +199,8 @@ class Trainer:
 
     def register_copy(self, settings: Settings, source: LoadedModel) -> str:
         """Register ``source`` (the initial model) under ``settings``' model as its champion; the new version."""
-        from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+        client = tracking_client(settings)
         original = client.get_model_version(source.name, source.version)
         name = settings.mlflow.registered_model
         client.create_registered_model(name)

@@ -9,7 +9,7 @@
     ├── TrainingError          a training job failed or had too little data; nothing was registered
     ├── RegistryError          a registry operation (load, promote, roll back) failed
     │   ├── VersionNotFoundError       no such registered version (mlops.registry.catalog)
-    │   ├── RegistryUnavailableError   the MLflow server did not answer (mlops.registry.catalog)
+    │   ├── RegistryUnavailableError   the MLflow server did not answer (mlops.mlflow)
     │   └── NoPreviousChampionError    a rollback with nothing to roll back to (mlops.registry.promotion)
     ├── LakeError              the lake is inconsistent or cannot be written (mlops.data.lake)
     ├── DatabaseError          the project's state database could not be reached, read or written

@@ -17,6 +17,7 @@ from typing import Any
 from mlops import store
 from mlops.clock import as_utc
 from mlops.config import Settings
+from mlops.mlflow import tracking_client
 
 MARKED_EVENTS = {"trigger": ("darkorange", "trigger"), "retrain_started": ("tab:purple", "retraining started"),
                  "promotion": ("tab:green", "promotion"), "rejection": ("tab:red", "rejection"),
@@ -248,11 +249,8 @@ def _run_link(settings: Settings, run_id: str | None, experiments: dict[str, str
     if not run_id:
         return ""
     if run_id not in experiments:
-        from mlflow import MlflowClient
-
         try:
-            experiments[run_id] = MlflowClient(tracking_uri=settings.mlflow.tracking_uri).get_run(
-                run_id).info.experiment_id
+            experiments[run_id] = tracking_client(settings).get_run(run_id).info.experiment_id
         except Exception:  # MLflow down or run deleted: the link is a convenience
             return ""
     return f"{settings.mlflow.tracking_uri}/#/experiments/{experiments[run_id]}/runs/{run_id}"

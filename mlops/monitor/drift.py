@@ -43,6 +43,7 @@ import pandas as pd
 
 from mlops.config import Settings
 from mlops.errors import RegistryError, ValidationError
+from mlops.mlflow import tracking_client
 from mlops.monitor.calibration import CALIBRATION_ARTIFACT, DriftCalibration
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
@@ -95,10 +96,8 @@ class DriftOutcome:
 
 
 def _run_id(settings: Settings, model_name: str, version: str) -> str:
-    from mlflow import MlflowClient
-
     where = f"model {model_name!r} version {version}"
-    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    client = tracking_client(settings)
     try:
         run_id = client.get_model_version(model_name, version).run_id
     except Exception as err:  # MlflowException and connection errors alike

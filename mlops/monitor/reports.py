@@ -32,6 +32,7 @@ from typing import Any
 from mlops.config import Settings
 from mlops.errors import ServiceError
 from mlops.log import get_logger
+from mlops.mlflow import tracking_client
 from mlops.store import results
 from mlops.store.results import WindowResult
 
@@ -63,9 +64,7 @@ class MonitorRun:
     @classmethod
     def start(cls, settings: Settings, tags: dict[str, str] | None = None) -> MonitorRun:
         """Create the session's run (and the monitor experiment on first use)."""
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+        client = tracking_client(settings)
         name = monitor_experiment(settings)
         try:
             experiment = client.get_experiment_by_name(name)

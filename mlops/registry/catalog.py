@@ -3,11 +3,9 @@
     for info in list_versions(settings):
         print(info.version, info.aliases, info.metrics.get("val_f1"), info.trigger)
 
-    require_reachable(settings)      # RegistryUnavailableError at once if the server does not answer
-
 A registry that does not answer (connection refused, timeout, 5xx after MLflow's retries) raises
-:class:`RegistryUnavailableError`, never :class:`VersionNotFoundError`: "the server is down" and
-"there is no such version" call for different actions.
+:class:`~mlops.mlflow.RegistryUnavailableError`, never :class:`VersionNotFoundError`: "the server is
+down" and "there is no such version" call for different actions.
 """
 
 from __future__ import annotations
@@ -18,79 +16,19 @@ from typing import Any
 
 from mlops.config import Settings
 from mlops.errors import RegistryError
+from mlops.mlflow import tracking_client, unavailable, unreachable
 
 KEY_METRICS = ("val_f1", "val_roc_auc", "val_pr_auc", "val_precision", "val_recall", "val_accuracy")
-PROBE_TIMEOUT_S = 5.0
-"""How long :func:`require_reachable` waits for the server's health check."""
 
 
 class VersionNotFoundError(RegistryError):
     """The registered model or the version asked for does not exist."""
 
 
-class RegistryUnavailableError(RegistryError):
-    """The registry server did not answer; the message names its URL and what to do."""
-
-
-def unreachable(err: BaseException) -> bool:
-    """True if ``err`` (or what it was raised from) is a failure to talk to the server, not its answer.
-
-    MLflow wraps transport errors in a plain MlflowException whose ``__context__`` is the
-    ``requests`` error, so the chain is walked rather than the outer type tested.
-    """
-    import requests
-
-    transport = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                 requests.exceptions.RetryError, ConnectionError, TimeoutError)
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, transport):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def unavailable(settings: Settings, doing: str, err: BaseException | str) -> RegistryUnavailableError:
-    """The error for a registry that did not answer while ``doing`` something."""
-    return RegistryUnavailableError(
-        f"MLflow registry at {settings.mlflow.tracking_uri} is not reachable ({doing}): {err}. "
-        "Start it (`mlops services up`) or point mlflow.tracking_uri at a running server, then try again")
-
-
-def require_reachable(settings: Settings, doing: str = "health check", timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Raise :class:`RegistryUnavailableError` unless the tracking server answers its health check.
-
-    A client call to a stopped server is retried by MLflow for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES,
-    default 7 with exponential backoff); this probe fails within ``timeout_s`` instead. Non-HTTP
-    tracking URIs (a local store) have no server to probe.
-    """
-    import httpx
-
-    uri = settings.mlflow.tracking_uri
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        answer = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
-    except httpx.HTTPError as err:
-        raise unavailable(settings, doing, f"{type(err).__name__}: {err}") from err
-    if answer.status_code != 200:
-        raise unavailable(settings, doing, f"/health answered HTTP {answer.status_code}")
-
-
-def registry_client(settings: Settings) -> Any:
-    """An MlflowClient for the configured tracking server and registry."""
-    from mlflow import MlflowClient
-
-    uri = settings.mlflow.tracking_uri
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def aliases(settings: Settings, client: Any = None) -> dict[str, str]:
     """Alias -> version of the configured model; {} when no alias is set."""
     name = settings.mlflow.registered_model
-    client = client or registry_client(settings)
+    client = client or tracking_client(settings)
     try:
         model = client.get_registered_model(name)
     except Exception as err:
@@ -104,7 +42,7 @@ def aliases(settings: Settings, client: Any = None) -> dict[str, str]:
 def model_version(settings: Settings, version: str, client: Any = None) -> Any:
     """The registry's ModelVersion; VersionNotFoundError naming the model and version if absent."""
     name = settings.mlflow.registered_model
-    client = client or registry_client(settings)
+    client = client or tracking_client(settings)
     try:
         return client.get_model_version(name, str(version))
     except Exception as err:
@@ -162,7 +100,7 @@ def run_metrics(client: Any, run_id: str | None) -> dict[str, float]:
 
 def version_info(settings: Settings, version: str, client: Any = None) -> VersionInfo:
     """One version with its aliases and key metrics."""
-    client = client or registry_client(settings)
+    client = client or tracking_client(settings)
     meta = model_version(settings, version, client)
     return _info(meta, aliases(settings, client), run_metrics(client, meta.run_id))
 
@@ -170,7 +108,7 @@ def version_info(settings: Settings, version: str, client: Any = None) -> Versio
 def list_versions(settings: Settings, client: Any = None) -> list[VersionInfo]:
     """Every version of the configured model, newest first."""
     name = settings.mlflow.registered_model
-    client = client or registry_client(settings)
+    client = client or tracking_client(settings)
     alias_map = aliases(settings, client)
     try:
         versions = list(client.search_model_versions(f"name = '{name}'", max_results=1000))
@@ -184,7 +122,7 @@ def list_versions(settings: Settings, client: Any = None) -> list[VersionInfo]:
 
 def describe(settings: Settings, version: str, client: Any = None) -> dict[str, Any]:
     """Everything the registry knows of one version: tags, run params and metrics, aliases."""
-    client = client or registry_client(settings)
+    client = client or tracking_client(settings)
     info = version_info(settings, version, client)
     params: dict[str, str] = {}
     metrics: dict[str, float] = {}

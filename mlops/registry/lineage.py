@@ -20,6 +20,7 @@ from typing import Any
 
 from mlops.config import Settings
 from mlops.errors import RegistryError
+from mlops.mlflow import tracking_client
 
 FEATURE_SPEC = "feature_spec"
 DECISION_THRESHOLD = "decision_threshold"
@@ -49,13 +50,6 @@ def version_tags(run_tags: dict[str, str]) -> dict[str, str]:
     return {k: fit_tag(v) for k, v in run_tags.items() if k in VERSION_TAGS or k.startswith(LINEAGE_PREFIX)}
 
 
-def _client(settings: Settings) -> Any:
-    from mlflow import MlflowClient
-
-    uri = settings.mlflow.tracking_uri
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def _resolve(client: Any, name: str, version: str) -> Any:
     # "3" is a version number; anything else ("champion", "@challenger") is an alias.
     alias = version.removeprefix("@")
@@ -70,7 +64,7 @@ def describe_version(settings: Settings, version: str, name: str | None = None) 
     Raises RegistryError if the registry does not know the version or does not answer.
     """
     name = name or settings.mlflow.registered_model
-    client = _client(settings)
+    client = tracking_client(settings)
     try:
         meta = _resolve(client, name, version)
         run = client.get_run(meta.run_id) if meta.run_id else None

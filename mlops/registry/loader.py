@@ -5,7 +5,7 @@ A registered version is usable only if it carries the contract's tags (``feature
 synthetic feature row returns one finite probability per row. Anything else raises
 :class:`~mlops.errors.RegistryError` naming the model, version and what is wrong, so a caller
 that already serves a model keeps serving it. A registry that does not answer raises the
-subclass :class:`~mlops.registry.catalog.RegistryUnavailableError`: that version is not broken
+subclass :class:`~mlops.mlflow.RegistryUnavailableError`: that version is not broken
 and is worth trying again when the server is back.
 """
 
@@ -25,7 +25,7 @@ from mlops.config import Settings
 from mlops.errors import RegistryError
 from mlops.features.compute import FeatureSpec
 from mlops.log import get_logger
-from mlops.registry.catalog import unavailable, unreachable
+from mlops.mlflow import tracking_client, unavailable, unreachable, use_tracking_server
 
 log = get_logger(__name__)
 
@@ -83,12 +83,8 @@ def _openmp() -> Any:
 
 
 def _client(settings: Settings) -> Any:
-    import mlflow
-    from mlflow import MlflowClient
-
-    # mlflow.<flavor>.load_model resolves models:/ URIs through the global tracking URI.
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    return MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    use_tracking_server(settings)  # mlflow.sklearn.load_model resolves models:/ URIs through it
+    return tracking_client(settings)
 
 
 def resolve_alias(settings: Settings, alias: str = CHAMPION, name: str | None = None) -> str:

@@ -13,7 +13,7 @@ Atomic from the operator's view: either the alias moved and its audit row commit
 Under the lock the audit row is written first (uncommitted), then the alias is moved, then the row
 commits; a registry that fails the move rolls the row back, and a database that fails the commit
 has the alias moved back. A registry that does not answer fails the command at once, before
-anything changed, with :class:`~mlops.registry.catalog.RegistryUnavailableError` naming its URL.
+anything changed, with :class:`~mlops.mlflow.RegistryUnavailableError` naming its URL.
 
 The registry alias is the source of truth; the :class:`~mlops.data.schemas.ModelEvent`
 published under the same lock (so events are in audit order) is a best-effort hint that makes the
@@ -35,16 +35,8 @@ from mlops.config import Settings
 from mlops.data.schemas import ModelEvent
 from mlops.errors import MlopsError, PolicyError, RegistryError
 from mlops.log import get_logger
-from mlops.registry.catalog import (
-    RegistryUnavailableError,
-    VersionNotFoundError,
-    aliases,
-    model_version,
-    registry_client,
-    require_reachable,
-    unavailable,
-    unreachable,
-)
+from mlops.mlflow import RegistryUnavailableError, require_reachable, tracking_client, unavailable, unreachable
+from mlops.registry.catalog import VersionNotFoundError, aliases, model_version
 from mlops.registry.gate import GateDecision, evaluate_gate, lake_evaluation_data, trained_until
 from mlops.registry.loader import CHAMPION, load_version
 
@@ -104,7 +96,7 @@ def promote(settings: Settings, version: str, *, actor: str, reason: str, force:
     version = str(version)
     _require_registrable(name, version)
     require_reachable(settings, f"promoting model {name!r} version {version}; nothing was changed")
-    client = registry_client(settings)
+    client = tracking_client(settings)
     meta = model_version(settings, version, client)
     decision = None if force else _run_gate(settings, client, version, actor, reason, evaluation_data)
 
@@ -138,7 +130,7 @@ def rollback(settings: Settings, to_version: str | None = None, *, actor: str, r
     if to_version is not None:
         _require_registrable(name, str(to_version))
     require_reachable(settings, f"rolling back model {name!r}; nothing was changed")
-    client = registry_client(settings)
+    client = tracking_client(settings)
     if to_version is not None:
         model_version(settings, str(to_version), client)  # fail before taking the lock if it does not exist
     with _ChampionChange(settings, client, actor, reason) as change:

@@ -15,7 +15,7 @@ about the version: the old model keeps serving, :attr:`ModelWatcher.registry_fai
 failed checks, ``on_failure`` is told once per outage about a version that was announced or found
 but could not be loaded, and the next poll tries again, so the swap completes within one
 ``registry_poll_s`` of the server's return. Each check first probes the server's health
-(:func:`~mlops.registry.catalog.require_reachable`), so a stopped server costs a failed probe
+(:func:`~mlops.mlflow.require_reachable`), so a stopped server costs a failed probe
 rather than MLflow's minutes of client retries.
 
 Framework-free: the scorer and the REST API both use it.
@@ -34,7 +34,7 @@ from mlops.config import Settings
 from mlops.data.schemas import ModelEvent
 from mlops.errors import FatalKafkaError, MlopsError, ValidationError
 from mlops.log import get_logger
-from mlops.registry.catalog import RegistryUnavailableError, require_reachable
+from mlops.mlflow import RegistryUnavailableError, require_reachable
 from mlops.registry.loader import CHAMPION, LoadedModel, load_version, resolve_alias
 
 log = get_logger(__name__)

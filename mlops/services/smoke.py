@@ -13,6 +13,7 @@ import uuid
 from mlops import kafka
 from mlops.config import Settings
 from mlops.errors import ServiceError
+from mlops.mlflow import use_tracking_server
 
 
 def kafka_round_trip(settings: Settings, timeout_s: float = 30.0) -> dict[str, object]:
@@ -44,7 +45,7 @@ def mlflow_round_trip(settings: Settings) -> dict[str, str]:
     import sklearn
     from sklearn.linear_model import LogisticRegression
 
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    use_tracking_server(settings)
     mlflow.set_experiment(f"{settings.mlflow.experiment}-smoke")
     x = np.array([[0.0], [1.0], [2.0], [3.0]])
     model = LogisticRegression().fit(x, [0, 0, 1, 1])

@@ -17,6 +17,7 @@ import pandas as pd
 from mlops.config import Settings, load_settings
 from mlops.data.schemas import SCHEMA_VERSION
 from mlops.features.compute import FeatureSpec
+from mlops.mlflow import tracking_client, use_tracking_server
 from mlops.testing.topics import topic_overrides
 
 __all__ = ["SPEC", "T0", "fleet_readings", "reading", "register_model", "scorer_settings", "settings_env"]
@@ -32,7 +33,6 @@ def register_model(settings: Settings, spec: FeatureSpec = SPEC, *, seed: int = 
     # Deferred: heavy (MLflow and scikit-learn take seconds to import; only callers that register pay).
     import mlflow
     import mlflow.sklearn
-    from mlflow import MlflowClient
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -45,7 +45,7 @@ def register_model(settings: Settings, spec: FeatureSpec = SPEC, *, seed: int = 
     y = (x.iloc[:, 0] + rng.normal(scale=0.5, size=200) > 0).astype(int)
     pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
 
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    use_tracking_server(settings)
     mlflow.set_experiment(settings.mlflow.experiment)
     name = settings.mlflow.registered_model
     tags = {"feature_spec": json.dumps(spec.to_dict()), "decision_threshold": str(threshold),
@@ -56,7 +56,7 @@ def register_model(settings: Settings, spec: FeatureSpec = SPEC, *, seed: int = 
         info = mlflow.sklearn.log_model(pipeline, name="model", registered_model_name=name,
                                         pip_requirements=["scikit-learn"], serialization_format="pickle")
     version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+    client = tracking_client(settings)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     if alias:

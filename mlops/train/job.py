@@ -35,6 +35,7 @@ from mlops import config
 from mlops.config import Settings
 from mlops.errors import MlopsError, TrainingError
 from mlops.log import get_logger
+from mlops.mlflow import tracking_client, use_tracking_server
 from mlops.registry import lineage
 from mlops.train import plots
 from mlops.train.dataset import TrainingSet, build_training_set
@@ -246,14 +247,13 @@ def run_training(settings: Settings, request: TrainRequest, *, spark: SparkSessi
     and stopped at the end. ``progress`` receives one line per step (the CLI shows them).
     """
     import mlflow
-    from mlflow import MlflowClient
 
     if request.trigger not in TRIGGERS:
         raise TrainingError(f"trigger {request.trigger!r}: expected one of {', '.join(TRIGGERS)}")
     since, until = resolve_window(request, settings.train.window, now())
     name = settings.mlflow.registered_model
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    use_tracking_server(settings)  # the run is logged through mlflow's fluent API
+    client = tracking_client(settings)
     try:
         experiment_id = training_experiment(client, settings.mlflow.experiment)
         mlflow.set_experiment(experiment_id=experiment_id)
@@ -464,7 +464,6 @@ def _register(settings: Settings, pipeline: Any, x_train: pd.DataFrame, tags: di
     deleted again."""
     import mlflow
     import mlflow.sklearn
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
     from skops.io import dumps, get_untrusted_types
 
@@ -477,7 +476,7 @@ def _register(settings: Settings, pipeline: Any, x_train: pd.DataFrame, tags: di
         skops_trusted_types=get_untrusted_types(data=dumps(pipeline)),
     )
     name = settings.mlflow.registered_model
-    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    client = tracking_client(settings)
     # The plots travel with the logged model, so the version's own artifacts show them too.
     client.log_model_artifacts(info.model_id, str(plot_dir), "plots")
     version = mlflow.register_model(info.model_uri, name, await_registration_for=120)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mlops.mlflow import tracking_client
 from mlops.services.process import ManagedProcess, stop_together, tail, wait_for
 from mlops.testing import free_port, unique
 from tests.conftest import REPO
@@ -86,7 +87,6 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkClu
 
 def test_mlops_train_on_a_standalone_cluster_registers_a_version_and_records_its_executors(
         services: Any, spark_cluster: SparkCluster, tmp_path: Path) -> None:
-    from mlflow import MlflowClient
 
     from mlops.config import load_settings
 
@@ -119,7 +119,7 @@ def test_mlops_train_on_a_standalone_cluster_registers_a_version_and_records_its
     # The JSON document is the output's last part: MLflow prints a link to each run it ends before it.
     trained = json.loads(result.stdout[result.stdout.rindex("\n{") + 1:] if "\n{" in result.stdout else result.stdout)
 
-    client = MlflowClient(tracking_uri=services.mlflow.tracking_uri, registry_uri=services.mlflow.tracking_uri)
+    client = tracking_client(services)
     version = client.get_model_version(model, trained["version"])
     assert version.run_id == trained["run_id"]
     run = client.get_run(trained["run_id"])

@@ -8,13 +8,13 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from mlops import kafka
 from mlops.config import Settings
 from mlops.data.schemas import ModelEvent
 from mlops.features.compute import FeatureSpec
 from mlops.features.state import DeviceWindows
+from mlops.mlflow import tracking_client
 from mlops.serve.scorer import Scorer
 from mlops.testing import (
     SPEC,
@@ -96,7 +96,7 @@ def test_a_model_that_fails_to_load_leaves_the_old_one_serving(services: Setting
         out.wait_for(len(readings), timeout_s=60, alive=thread.is_alive)
         assert {p["model_version"] for p in out.records} == {good}
         assert thread.is_alive()
-        assert MlflowClient(settings.mlflow.tracking_uri).get_model_version_by_alias(
+        assert tracking_client(settings).get_model_version_by_alias(
             settings.mlflow.registered_model, "champion").version == bad
     finally:
         stop.set()
@@ -120,7 +120,7 @@ def test_a_swap_to_another_feature_spec_scores_each_reading_once(services: Setti
     out = CommittedReader(settings, settings.kafka.topics.predictions)
     try:
         out.wait_for(200, timeout_s=120, alive=thread.is_alive)
-        MlflowClient(settings.mlflow.tracking_uri).set_registered_model_alias(
+        tracking_client(settings).set_registered_model_alias(
             settings.mlflow.registered_model, "champion", new)
         events = kafka.producer(settings.kafka)
         events.produce(settings.kafka.topics.model_events, key=settings.mlflow.registered_model,

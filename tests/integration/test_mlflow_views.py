@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mlops.mlflow import tracking_client
 from tests.conftest import unique
 from tests.integration.test_train import CANDIDATES, SEARCH_SPACE, fill_lake, with_search_space
 
@@ -38,9 +39,8 @@ def trained(services: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[An
 
 
 def _client(settings: Any) -> Any:
-    from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    return tracking_client(settings)
 
 
 def _children(client: Any, parent: Any) -> list[Any]:

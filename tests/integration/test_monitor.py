@@ -22,6 +22,7 @@ import pytest
 from mlops import kafka
 from mlops.config import Settings, load_settings
 from mlops.kafka import TopicSpec
+from mlops.mlflow import tracking_client
 from mlops.monitor.reports import monitor_experiment
 from mlops.monitor.service import Monitor, MonitorStatus
 from mlops.store import results
@@ -55,9 +56,8 @@ def _features(rng: np.random.Generator, rows: int, shift: float = 0.0) -> pd.Dat
 
 
 def _attach_reference(settings: Settings, version: str, reference: pd.DataFrame) -> None:
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+    client = tracking_client(settings)
     run_id = client.get_model_version(settings.mlflow.registered_model, version).run_id
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
@@ -164,9 +164,8 @@ def test_monitor_judges_windows_records_them_and_follows_a_champion_change(servi
         assert r.report_json and json.loads(Path(r.report_json).read_text())["metrics"]
         assert Path(r.report_html) == settings.reports_dir / "windows" / f"{r.window_id}.html"
 
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+    client = tracking_client(settings)
     run = client.get_run(status.run_id)
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == monitor_experiment(settings)

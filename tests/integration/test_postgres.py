@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from mlops.config import Settings, load_settings
 from mlops.errors import ServiceError
+from mlops.mlflow import tracking_client
 from mlops.testing import free_port, unique
 from mlops.testing.postgres import PostgresServer
 
@@ -54,7 +55,6 @@ def _rows(url: str, query: str, **params: object) -> list[tuple[object, ...]]:
 
 
 def test_mlflow_tracking_and_registry_on_postgres(postgres: PostgresServer, tmp_path: Path) -> None:
-    from mlflow.tracking import MlflowClient
 
     from mlops.services.mlflow_server import MlflowServer
 
@@ -64,7 +64,7 @@ def test_mlflow_tracking_and_registry_on_postgres(postgres: PostgresServer, tmp_
     server = MlflowServer(settings)
     assert server.start(), "the MLflow server was not started by this test"
     try:
-        client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+        client = tracking_client(settings)
         experiment_id = client.create_experiment(unique("pg-experiment"))
         run = client.create_run(experiment_id, tags={"trigger": "drift"})
         client.log_param(run.info.run_id, "max_depth", "5")

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlflow import MlflowClient
 
 from mlops import kafka, store
 from mlops.config import Settings, load_settings
-from mlops.registry.catalog import RegistryUnavailableError, aliases
+from mlops.mlflow import RegistryUnavailableError, tracking_client
+from mlops.registry.catalog import aliases
 from mlops.registry.loader import LoadedModel, load_version
 from mlops.registry.promotion import promote, rollback
 from mlops.registry.watcher import ModelWatcher
@@ -194,7 +194,7 @@ def test_registry_lost_while_loading_the_new_champion_is_retried_at_the_next_pol
     watcher = ModelWatcher(settings, current_version=old, poll_s=0.5, loader=stop_then_load,
                            on_failure=lambda version, error: failures.append((version, error)))
     with watcher:
-        MlflowClient(settings.mlflow.tracking_uri).set_registered_model_alias(
+        tracking_client(settings).set_registered_model_alias(
             settings.mlflow.registered_model, "champion", new)
         try:
             wait_until(lambda: failures, 60, "the failed load is reported")

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from mlops import kafka
+from mlops.mlflow import tracking_client
 from mlops.services import manager
 from mlops.services.kafka_broker import KafkaBroker
 from mlops.services.mlflow_server import MlflowServer
@@ -87,12 +88,11 @@ def test_java_client_and_python_client_agree(services, topic_name) -> None:  # t
 
 
 def test_log_a_run_and_register_a_model_version(services) -> None:  # type: ignore[no-untyped-def]
-    from mlflow import MlflowClient
 
     from mlops.services.smoke import mlflow_round_trip
 
     logged = mlflow_round_trip(services)
-    client = MlflowClient(services.mlflow.tracking_uri)
+    client = tracking_client(services)
     run = client.get_run(logged["run_id"])
     assert run.data.params["purpose"] == "services round trip"
     version = client.get_model_version(f"{services.mlflow.registered_model}-smoke", logged["version"])

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mlops.mlflow import tracking_client
 from mlops.testing import unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -98,9 +99,8 @@ def first(train_settings: Any, window: tuple[datetime, datetime], spark: Any) ->
 
 
 def _client(settings: Any) -> Any:
-    from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+    return tracking_client(settings)
 
 
 def test_training_registers_a_version_with_runs_datasets_and_lineage(train_settings: Any, first: Any) -> None:
