@@ -48,7 +48,7 @@ from scipy import stats
 from mlops.config import Settings, load_settings
 from mlops.data.schemas import Prediction
 from mlops.features.compute import FeatureSpec, infer_sensors
-from mlops.monitor import drift, judge
+from mlops.monitor import judge, statistic
 from mlops.monitor.calibration import DriftCalibration, calibrate_for_policy, null_windows
 from mlops.monitor.loop import LoopCore
 from mlops.monitor.windows import WindowBuilder, predictions_frame
@@ -147,14 +147,14 @@ def p99_distance(rows: pd.DataFrame, features: list[str], calibration: DriftCali
                  seed: int) -> float:
     """The 99th percentile of the largest per-feature distance over the calibration's own null windows."""
     nulls = null_windows(rows.reset_index(drop=True), features, calibration.window_size, calibration.hop,
-                         reference_rows, seed, drift.drift_score)
+                         reference_rows, seed, statistic.drift_score)
     return float(np.percentile(nulls.max(axis=1), 99))
 
 
 def baseline_verdicts(window: pd.DataFrame, reference: pd.DataFrame, features: list[str],
                       p99: float) -> dict[str, bool]:
     pvalues = np.array([stats.ks_2samp(reference[f], window[f]).pvalue for f in features])
-    distance = max(drift.drift_score(reference[f], window[f]) for f in features)
+    distance = max(statistic.drift_score(reference[f], window[f]) for f in features)
     return {"evidently-default": float(np.mean(pvalues < EVIDENTLY_P)) >= EVIDENTLY_SHARE,
             "ks-bonferroni": bool(np.any(pvalues < 0.05 / len(features))),
             "p99-distance": distance >= p99}

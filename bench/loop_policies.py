@@ -37,6 +37,7 @@ from loop_stream import LakeFeed, Stream
 from mlops.config import Settings
 from mlops.data.schemas import Label, Prediction, Reading
 from mlops.errors import MlopsError, PolicyError
+from mlops.evaluation.data import lake_evaluation_data
 from mlops.mlflow import tracking_client
 from mlops.monitor import judge
 from mlops.monitor.loop import (
@@ -52,7 +53,6 @@ from mlops.monitor.loop import (
 )
 from mlops.monitor.retraining import Verdict, gate_and_promote, train_challenger
 from mlops.monitor.windows import ClosedWindow, LabelJoin, PerformanceWindows, WindowBuilder
-from mlops.registry.gate import lake_evaluation_data
 from mlops.registry.loader import LoadedModel, load_version
 from mlops.train.job import TrainRequest, Trigger
 

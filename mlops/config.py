@@ -28,7 +28,8 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlops.errors import ConfigError
-from mlops.train.names import FAMILIES, METRIC_NAMES, REALISED_METRIC_NAMES
+from mlops.evaluation.names import METRIC_NAMES, REALISED_METRIC_NAMES
+from mlops.train.names import FAMILIES
 
 ENV_PREFIX = "MLOPS_"
 ENV_DELIMITER = "__"

@@ -54,7 +54,7 @@ def describe_command(
     profile: ProfileOption = None,
 ) -> None:
     """Lineage of one version: data, features, hyperparameters, code, trigger, metrics (JSON)."""
-    from mlops.registry.lineage import describe_version
+    from mlops.registry.catalog import describe_version
 
     typer.echo(json.dumps(describe_version(settings_for(profile), version), indent=2, default=str))
 

@@ -94,7 +94,7 @@ def describe(
     as_json: JsonOption = False,
 ) -> None:
     """Print a registered version's lineage: data, features, settings, code, and why it exists."""
-    from mlops.registry.lineage import describe_version
+    from mlops.registry.catalog import describe_version
 
     info = describe_version(settings_for(profile), version)
     if as_json:

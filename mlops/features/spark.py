@@ -6,11 +6,12 @@ the same code the pandas path and the stream use.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlops.errors import ValidationError
+from mlops.errors import TrainingError, ValidationError
 from mlops.features.compute import FeatureSpec, history_features, infer_sensors
 from mlops.log import get_logger
 
@@ -74,8 +75,6 @@ def build_feature_table(settings: Settings, spark: SparkSession) -> tuple[Featur
     source = settings.lake_dir / "readings"
     if not source.exists():
         raise ValidationError(f"no readings in the lake at {source}: run the lake sink first")
-    from mlops.train.dataset import select_device_types
-
     # The union of every file's columns (fleets' sensors differ), then the configured fleet's readings only:
     # the same selection training makes, so the table has the models' features.
     readings = select_device_types(settings, spark.read.option("mergeSchema", "true").parquet(str(source)))
@@ -87,3 +86,33 @@ def build_feature_table(settings: Settings, spark: SparkSession) -> tuple[Featur
     rows = spark.read.parquet(str(feast_repo.feature_table_dir(settings))).count()
     log.info("feature table built", rows=rows, sensors=len(spec.sensors), window=spec.window)
     return spec, rows
+
+
+def select_device_types(settings: Settings, readings: DataFrame) -> DataFrame:
+    """The readings of ``features.device_types``; unset, the window's types must share their sensors.
+
+    Two fleets in one lake (a simulated pump fleet and replayed turbofans) have disjoint sensors: no
+    model can use both, so training says which types it found and what to configure.
+    """
+    from pyspark.sql import functions as F
+
+    candidates = infer_sensors([c for c in readings.columns if c != "date"])
+    # Per device type: its rows and the sensors it reports on every row.
+    stats = readings.groupBy("device_type").agg(F.count(F.lit(1)).alias("_rows"),
+                                                *(F.count(F.col(s)).alias(s) for s in candidates)).collect()
+    sensors_of = {row["device_type"]: tuple(s for s in candidates if row[s] == row["_rows"]) for row in stats}
+    configured = settings.features.device_types
+    if configured:
+        absent = sorted(set(configured) - set(sensors_of))
+        if absent:
+            raise TrainingError(f"features.device_types names {absent}, which the window's readings do not have "
+                                f"(it has {sorted(sensors_of)})")
+        return readings.where(F.col("device_type").isin(list(configured)))
+    if len(set(sensors_of.values())) > 1:
+        found = "; ".join(f"{t} [{', '.join(s) or 'no complete sensor'}]" for t, s in sorted(sensors_of.items()))
+        raise TrainingError(
+            f"the window holds device types with different sensors: {found}. A model is for one set of "
+            f"sensors: set features.device_types to the types it is for, e.g. "
+            f"MLOPS_FEATURES__DEVICE_TYPES='{json.dumps(sorted(sensors_of)[:1])}' or `mlops train --device-type "
+            f"{sorted(sensors_of)[0]}`")
+    return readings

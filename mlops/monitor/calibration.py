@@ -5,7 +5,7 @@
     drifted = score >= calibration.threshold
 
 **The statistic.** Every feature's distance from the reference (Evidently's normed Wasserstein
-distance, :func:`mlops.monitor.drift.drift_score`) is divided by that feature's own *null scale*:
+distance, :func:`mlops.monitor.statistic.drift_score`) is divided by that feature's own *null scale*:
 the root mean square of its distance over windows of the training period that the reference did
 not see. The window's score is the largest of these ratios. Features differ a lot in how much they
 move on a stationary stream: a fleet's level features (``<sensor>__mean``, ``__last``) follow its
@@ -49,6 +49,7 @@ from scipy import stats
 
 from mlops.config import PolicySettings
 from mlops.errors import ValidationError
+from mlops.monitor.statistic import drift_score
 
 CALIBRATION_ARTIFACT = "reference/drift_calibration.json"
 CALIBRATION_TAG = "lineage.drift_calibration"
@@ -151,7 +152,6 @@ def calibrate(rows: pd.DataFrame, features: Sequence[str], *, window_size: int, 
     ``reference_rows``: the size of the model's reference sample (each null window is judged against
     a sample of that size). Raises ValidationError when the rows are too few for ``MIN_NULL_WINDOWS``.
     """
-    from mlops.monitor.drift import drift_score
 
     if false_alarm_rate <= 0:
         raise ValidationError(f"drift calibration: false_alarm_rate {false_alarm_rate} must be positive")

@@ -317,7 +317,7 @@ class LoopController:
     # --- data for the gate ------------------------------------------------------------------
     def evaluation_data(self, version: str, since: datetime) -> pd.DataFrame | None:
         """Labelled lake data newer than ``since`` for the challenger and the champion (None: none yet)."""
-        from mlops.registry.gate import lake_evaluation_data
+        from mlops.evaluation.data import lake_evaluation_data
         from mlops.registry.loader import load_champion, load_version
 
         models = [load_version(self.settings, version)]

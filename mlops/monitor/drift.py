@@ -45,12 +45,9 @@ from mlops.config import Settings
 from mlops.errors import RegistryError, ValidationError
 from mlops.mlflow import tracking_client
 from mlops.monitor.calibration import CALIBRATION_ARTIFACT, DriftCalibration
+from mlops.monitor.statistic import DRIFT_METHOD, drift_score
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
-DRIFT_METHOD = "wasserstein"
-"""Evidently's normed Wasserstein distance: the distance between the two distributions in units of
-the reference's standard deviation. One method for every column, so a score means the same in
-every window; Evidently's automatic choice would switch tests with the sample size."""
 PREDICTION_DRIFT_THRESHOLD = 0.1
 
 
@@ -142,21 +139,6 @@ def _dataset(frame: pd.DataFrame, columns: list[str]) -> Any:
 
     return Dataset.from_pandas(frame[columns].astype("float64"),
                                data_definition=DataDefinition(numerical_columns=columns))
-
-
-def drift_score(reference: pd.Series, current: pd.Series) -> float:
-    """Evidently's normed Wasserstein distance of ``current`` from ``reference`` (NaN and inf dropped, as it does)."""
-    from evidently.legacy.calculations.stattests import get_stattest
-    from evidently.legacy.core import ColumnType
-
-    ref = reference.replace([-np.inf, np.inf], np.nan).dropna()
-    cur = current.replace([-np.inf, np.inf], np.nan).dropna()
-    if ref.empty or cur.empty:
-        raise ValidationError(f"column {current.name!r}: no finite values to compare")
-    test = get_stattest(ref, cur, ColumnType.Numerical, DRIFT_METHOD)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a constant column (e.g. n_readings) makes scipy warn
-        return float(test(ref, cur, ColumnType.Numerical, 0.0).drift_score)
 
 
 def data_drift(window: pd.DataFrame, reference: pd.DataFrame, features: list[str], drift_share: float,

@@ -1,7 +1,7 @@
 """The one retrain -> gate -> promote use case, for every driver of the loop.
 
 The loop controller (:mod:`mlops.monitor.controller`), the scheduler's job
-(:mod:`mlops.monitor.jobs`), the demo's initial model (:mod:`mlops.loop_run`) and the loop
+(:mod:`mlops.monitor.jobs`), the demo's initial model (:mod:`mlops.demo.run`) and the loop
 benchmark all train and promote through these functions, so a retraining is recorded, gated and
 promoted the same way whoever started it:
 
@@ -30,7 +30,7 @@ from mlops.log import get_logger
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops.registry.gate import GateDecision
+    from mlops.evaluation.gate import GateDecision
     from mlops.train.job import TrainRequest, TrainResult
 
 log = get_logger(__name__)

@@ -10,12 +10,22 @@ down" and "there is no such version" call for different actions.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from mlops.config import Settings
 from mlops.errors import RegistryError
+from mlops.lineage import (
+    COMPARED_WITH,
+    DECISION_THRESHOLD,
+    FEATURE_SPEC,
+    GIT_COMMIT,
+    LINEAGE_PREFIX,
+    REASON,
+    TRIGGER,
+)
 from mlops.mlflow import tracking_client, unavailable, unreachable
 
 KEY_METRICS = ("val_f1", "val_roc_auc", "val_pr_auc", "val_precision", "val_recall", "val_accuracy")
@@ -120,22 +130,79 @@ def list_versions(settings: Settings, client: Any = None) -> list[VersionInfo]:
     return [_info(meta, alias_map, run_metrics(client, meta.run_id)) for meta in versions]
 
 
-def describe(settings: Settings, version: str, client: Any = None) -> dict[str, Any]:
-    """Everything the registry knows of one version: tags, run params and metrics, aliases."""
-    client = client or tracking_client(settings)
-    info = version_info(settings, version, client)
-    params: dict[str, str] = {}
-    metrics: dict[str, float] = {}
-    if info.run_id:
-        try:
-            run = client.get_run(info.run_id)
-            params, metrics = dict(run.data.params), dict(run.data.metrics)
-        except Exception as err:
-            raise RegistryError(f"model version {version}: cannot read run {info.run_id}: {err}") from err
-    return {**info.to_dict(), "params": params, "run_metrics": metrics}
-
-
 def lineage_summary(tags: dict[str, str]) -> dict[str, str]:
     """The lineage tags of a version (``lineage.*``, trigger, reason, git commit) without the prefix noise."""
     keep = {"trigger", "reason", "git_commit"}
     return {k: v for k, v in sorted(tags.items()) if k.startswith("lineage.") or k in keep}
+
+
+def _resolve(client: Any, name: str, version: str) -> Any:
+    # "3" is a version number; anything else ("champion", "@challenger") is an alias.
+    alias = version.removeprefix("@")
+    if alias.isdigit():
+        return client.get_model_version(name, alias)
+    return client.get_model_version_by_alias(name, alias)
+
+
+def describe_version(settings: Settings, version: str, name: str | None = None) -> dict[str, Any]:
+    """Everything known about one model version (number or alias): tags, lineage, run, metrics, data.
+
+    Raises RegistryError if the registry does not know the version or does not answer.
+    """
+    name = name or settings.mlflow.registered_model
+    client = tracking_client(settings)
+    try:
+        meta = _resolve(client, name, version)
+        run = client.get_run(meta.run_id) if meta.run_id else None
+        children = (
+            client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+                               max_results=1000)
+            if run else []
+        )
+    except Exception as err:  # MlflowException and connection errors: the registry did not answer usefully
+        raise RegistryError(f"model {name!r} version {version}: cannot describe it at "
+                            f"{settings.mlflow.tracking_uri}: {err}") from err
+    tags = dict(meta.tags or {})
+    run_tags = dict(run.data.tags) if run else {}
+    lineage = {k.removeprefix(LINEAGE_PREFIX): _maybe_json(v)
+               for k, v in sorted({**run_tags, **tags}.items()) if k.startswith(LINEAGE_PREFIX)}
+    return {
+        "model": name,
+        "version": str(meta.version),
+        "aliases": list(getattr(meta, "aliases", []) or []),
+        "status": meta.status,
+        "created": meta.creation_timestamp,
+        "run_id": meta.run_id,
+        "run_status": run.info.status if run else None,
+        "source": meta.source,
+        "trigger": tags.get(TRIGGER, run_tags.get(TRIGGER)),
+        "reason": tags.get(REASON, run_tags.get(REASON)),
+        "git_commit": tags.get(GIT_COMMIT, run_tags.get(GIT_COMMIT)),
+        "compared_with": tags.get(COMPARED_WITH, run_tags.get(COMPARED_WITH)),
+        "decision_threshold": _maybe_float(tags.get(DECISION_THRESHOLD)),
+        "feature_spec": _maybe_json(tags.get(FEATURE_SPEC, "null")),
+        "metrics": dict(sorted(run.data.metrics.items())) if run else {},
+        "params": dict(sorted(run.data.params.items())) if run else {},
+        "lineage": lineage,
+        "datasets": [
+            {"name": d.dataset.name, "digest": d.dataset.digest, "source": d.dataset.source,
+             "context": next((t.value for t in d.tags if t.key == "mlflow.data.context"), None),
+             "tags": {t.key: t.value for t in d.tags if t.key != "mlflow.data.context"}}
+            for d in (run.inputs.dataset_inputs if run and run.inputs else [])
+        ],
+        "candidates": len(children),
+    }
+
+
+def _maybe_json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _maybe_float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -34,10 +34,11 @@ from mlops import kafka, store
 from mlops.config import Settings
 from mlops.data.schemas import ModelEvent
 from mlops.errors import MlopsError, PolicyError, RegistryError
+from mlops.evaluation.data import lake_evaluation_data, trained_until
+from mlops.evaluation.gate import GateDecision, evaluate_gate
 from mlops.log import get_logger
 from mlops.mlflow import RegistryUnavailableError, require_reachable, tracking_client, unavailable, unreachable
 from mlops.registry.catalog import VersionNotFoundError, aliases, model_version
-from mlops.registry.gate import GateDecision, evaluate_gate, lake_evaluation_data, trained_until
 from mlops.registry.loader import CHAMPION, load_version
 
 log = get_logger(__name__)

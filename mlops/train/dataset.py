@@ -35,7 +35,7 @@ from mlops.errors import TrainingError
 from mlops.features import feast_repo
 from mlops.features.compute import FeatureSpec, infer_sensors
 from mlops.features.labels import label_readings
-from mlops.features.spark import spark_features
+from mlops.features.spark import select_device_types, spark_features
 from mlops.features.training_set import historical_features
 from mlops.train.split import LABEL
 
@@ -163,39 +163,6 @@ def window_end(settings: Settings, now: datetime) -> datetime:
     """
     end = lake_end(settings)
     return end if end is not None and end < now else now
-
-
-def select_device_types(settings: Settings, readings: DataFrame) -> DataFrame:
-    """The readings of ``features.device_types``; unset, the window's types must share their sensors.
-
-    Two fleets in one lake (a simulated pump fleet and replayed turbofans) have disjoint sensors: no
-    model can use both, so training says which types it found and what to configure.
-    """
-    from pyspark.sql import functions as F
-
-    candidates = infer_sensors([c for c in readings.columns if c != "date"])
-    # Per device type: its rows and the sensors it reports on every row.
-    stats = readings.groupBy("device_type").agg(F.count(F.lit(1)).alias("_rows"),
-                                                *(F.count(F.col(s)).alias(s) for s in candidates)).collect()
-    sensors_of = {row["device_type"]: tuple(s for s in candidates if row[s] == row["_rows"]) for row in stats}
-    configured = settings.features.device_types
-    if configured:
-        absent = sorted(set(configured) - set(sensors_of))
-        if absent:
-            raise TrainingError(f"features.device_types names {absent}, which the window's readings do not have "
-                                f"(it has {sorted(sensors_of)})")
-        return readings.where(F.col("device_type").isin(list(configured)))
-    if len(set(sensors_of.values())) > 1:
-        found = "; ".join(f"{t} [{', '.join(s) or 'no complete sensor'}]" for t, s in sorted(sensors_of.items()))
-        raise TrainingError(
-            f"the window holds device types with different sensors: {found}. A model is for one set of "
-            f"sensors: set features.device_types to the types it is for, e.g. "
-            f"MLOPS_FEATURES__DEVICE_TYPES='{json.dumps(sorted(sensors_of)[:1])}' or `mlops train --device-type "
-            f"{sorted(sensors_of)[0]}`")
-    return readings
-
-
-_select_device_types = select_device_types  # its earlier, private name
 
 
 def build_training_set(settings: Settings, spark: SparkSession, since: datetime, until: datetime) -> TrainingSet:

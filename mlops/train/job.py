@@ -31,15 +31,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlops import config
+from mlops import config, lineage
 from mlops.config import Settings
 from mlops.errors import MlopsError, TrainingError
+from mlops.evaluation.metrics import METRIC_NAMES, evaluate
 from mlops.log import get_logger
 from mlops.mlflow import tracking_client, use_tracking_server
-from mlops.registry import lineage
 from mlops.train import plots
 from mlops.train.dataset import TrainingSet, build_training_set
-from mlops.train.model import METRIC_NAMES, evaluate, fit_and_score
+from mlops.train.model import fit_and_score
 from mlops.train.search import CandidateResult, SearchData, choose_best, distributed_search, sample_candidates
 from mlops.train.split import LABEL, Split, time_split
 

@@ -27,22 +27,14 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlops.errors import TrainingError
+from mlops.evaluation.metrics import evaluate
 from mlops.train.names import FAMILIES
-from mlops.train.names import METRIC_NAMES as METRIC_NAMES  # re-exported: the gate and the job use it
 
 
 def _classifier(family: str, params: dict[str, Any], seed: int) -> ClassifierMixin:
@@ -97,26 +89,6 @@ def best_f1_threshold(y_true: np.ndarray, probability: np.ndarray, target_rate: 
     denominator = precision[:-1] + recall[:-1]
     f1 = np.where(denominator > 0, 2 * precision[:-1] * recall[:-1] / np.where(denominator > 0, denominator, 1), 0)
     return float(thresholds[int(np.argmax(f1))])
-
-
-def metric(name: str, y_true: np.ndarray, probability: np.ndarray, threshold: float) -> float:
-    """One validation metric by its stable name; the ranking metrics are NaN on one class."""
-    if name in ("roc_auc", "pr_auc"):
-        if len(np.unique(y_true)) < 2:
-            return float("nan")
-        ranking = roc_auc_score if name == "roc_auc" else average_precision_score
-        return float(ranking(y_true, probability))
-    decision = (probability >= threshold).astype(int)
-    if name == "accuracy":
-        return float(accuracy_score(y_true, decision))
-    scorer = {"f1": f1_score, "precision": precision_score, "recall": recall_score}[name]
-    return float(scorer(y_true, decision, zero_division=0))
-
-
-def evaluate(y_true: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float]:
-    """Validation metrics by their stable names (without the ``val_`` prefix)."""
-    return {name: metric(name, y_true, probability, threshold)
-            for name in ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")}
 
 
 @dataclass(frozen=True)

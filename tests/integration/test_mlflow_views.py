@@ -48,8 +48,8 @@ def _children(client: Any, parent: Any) -> list[Any]:
 
 
 def test_experiment_is_model_training_and_candidates_compare(trained: tuple[Any, Any, list[str]]) -> None:
+    from mlops.evaluation.names import METRIC_NAMES
     from mlops.train.job import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, experiment_url
-    from mlops.train.names import METRIC_NAMES
 
     settings, result, lines = trained
     client = _client(settings)

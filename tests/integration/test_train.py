@@ -168,7 +168,7 @@ def test_describe_version_reads_the_lineage_back(train_settings: Any, first: Any
     from typer.testing import CliRunner
 
     from mlops.cli import app
-    from mlops.registry.lineage import describe_version
+    from mlops.registry.catalog import describe_version
 
     info = describe_version(train_settings, first.version)
     assert info["run_id"] == first.run_id and info["trigger"] == "drift" and info["candidates"] == CANDIDATES

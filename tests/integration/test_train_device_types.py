@@ -27,8 +27,9 @@ def _turbofans(settings: Any, start: Any, engines: int = 3, cycles: int = 40) ->
 
 
 def test_a_mixed_lake_names_the_device_types_or_reads_the_configured_ones(tmp_path: Path) -> None:
+    from mlops.features.spark import select_device_types
     from mlops.spark import spark_session
-    from mlops.train.dataset import _select_device_types, lake_end
+    from mlops.train.dataset import lake_end
 
     settings = load_settings("local", overrides={"paths": {"data_dir": str(tmp_path)},
                                                   "spark": {"master": "local[1]", "shuffle_partitions": 1}})
@@ -39,20 +40,20 @@ def test_a_mixed_lake_names_the_device_types_or_reads_the_configured_ones(tmp_pa
     try:
         readings = spark.read.option("mergeSchema", "true").parquet(str(settings.lake_dir / "readings"))
         with pytest.raises(TrainingError) as failed:
-            _select_device_types(settings, readings)
+            select_device_types(settings, readings)
         message = str(failed.value)
         assert "pump-a [current, pressure, rpm, temperature, vibration]" in message, message
         assert "turbofan [s_1, s_2, s_3]" in message and "features.device_types" in message, message
 
         pumps = settings.model_copy(update={"features": settings.features.model_copy(
             update={"device_types": ["pump-a", "pump-b"]})})
-        chosen = _select_device_types(pumps, readings)
+        chosen = select_device_types(pumps, readings)
         assert {r["device_type"] for r in chosen.select("device_type").distinct().collect()} <= {"pump-a", "pump-b"}
         assert chosen.count() == 800
 
         wrong = settings.model_copy(update={"features": settings.features.model_copy(
             update={"device_types": ["pump-c"]})})
         with pytest.raises(TrainingError, match=r"names \['pump-c'\].*it has \['pump-a', 'pump-b', 'turbofan'\]"):
-            _select_device_types(wrong, readings)
+            select_device_types(wrong, readings)
     finally:
         spark.stop()

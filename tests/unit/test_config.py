@@ -11,7 +11,8 @@ import pytest
 
 from mlops.config import DEVELOPMENT_API_KEY, load_settings, require_api_key
 from mlops.errors import ConfigError, TrainingError
-from mlops.train.names import FAMILIES, METRIC_NAMES, REALISED_METRIC_NAMES
+from mlops.evaluation.names import METRIC_NAMES, REALISED_METRIC_NAMES
+from mlops.train.names import FAMILIES
 from tests.conftest import REPO
 
 
@@ -167,8 +168,8 @@ def test_unknown_metrics_and_model_families_fail_at_load(tmp_path: Path, monkeyp
 
 
 def test_the_metric_names_are_the_ones_evaluation_and_monitor_compute() -> None:
+    from mlops.evaluation.metrics import evaluate
     from mlops.monitor.drift import performance
-    from mlops.train.model import evaluate
 
     y = np.array([0, 1, 0, 1, 1, 0])
     probability = np.array([0.1, 0.8, 0.4, 0.6, 0.3, 0.2])

@@ -13,8 +13,9 @@ from sklearn.preprocessing import StandardScaler
 
 from mlops.config import PolicySettings
 from mlops.errors import PolicyError
+from mlops.evaluation.data import trained_until
+from mlops.evaluation.gate import evaluate_gate
 from mlops.features.compute import FeatureSpec
-from mlops.registry.gate import evaluate_gate, trained_until
 from mlops.registry.loader import LoadedModel
 
 SPEC = FeatureSpec(sensors=("s1", "s2"), window=5)
@@ -108,7 +109,7 @@ def test_trained_until_reads_the_lineage_tag() -> None:
 
 
 def test_the_guards_noise_grows_when_few_devices_hold_the_failures() -> None:
-    from mlops.registry.gate import guard_noise
+    from mlops.evaluation.gate import guard_noise
 
     rng = np.random.default_rng(5)
     rows = 1000

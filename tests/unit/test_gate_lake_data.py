@@ -13,8 +13,8 @@ import pytest
 from mlops.config import Settings, load_settings
 from mlops.data import lake
 from mlops.errors import PolicyError
+from mlops.evaluation.data import lake_evaluation_data
 from mlops.features.compute import FeatureSpec
-from mlops.registry.gate import lake_evaluation_data
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PUMP_SENSORS = ("temperature", "vibration")

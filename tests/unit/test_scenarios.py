@@ -33,9 +33,10 @@ from mlops.config import load_settings
 from mlops.data.scenarios import available_scenarios, load_scenario
 from mlops.data.schemas import Label, Reading
 from mlops.data.simulator import Simulator
+from mlops.evaluation.metrics import evaluate
 from mlops.features.compute import FeatureSpec, features_frame, infer_sensors
 from mlops.features.labels import label_readings
-from mlops.train.model import Fitted, evaluate, fit_and_score
+from mlops.train.model import Fitted, fit_and_score
 from mlops.train.split import LABEL, time_split
 from tests.conftest import REPO
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from mlops.errors import TrainingError
+from mlops.evaluation.metrics import evaluate
 from mlops.train.job import TrainRequest, config_snapshot, parse_duration, resolve_window
-from mlops.train.model import best_f1_threshold, evaluate, rate_weights
+from mlops.train.model import best_f1_threshold, rate_weights
 from mlops.train.search import Candidate, CandidateResult, SearchData, choose_best, sample_candidates, sequential_search
 from mlops.train.split import time_split
 

@@ -13,31 +13,43 @@ only if
   against the champion's 0.35 on a 0.04 AUC difference that the rows could not tell from chance.
 
 The caller supplies the data (a DataFrame with every feature column both models use and a 0/1
-``label`` column), so the loop can evaluate on the window it judged. :func:`lake_evaluation_data`
-builds such a frame from the lake for ``mlops promote``.
+``label`` column), so the loop can evaluate on the window it judged.
+:func:`mlops.evaluation.data.lake_evaluation_data` builds such a frame from the lake for ``mlops promote``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from mlops.config import PolicySettings, Settings
+from mlops.config import PolicySettings
 from mlops.errors import PolicyError
+from mlops.evaluation.metrics import METRIC_NAMES, evaluate
+from mlops.evaluation.metrics import metric as model_metric
 from mlops.features.compute import FeatureSpec
-from mlops.registry.loader import LoadedModel
-from mlops.train.model import METRIC_NAMES, evaluate
-from mlops.train.model import metric as model_metric
+
+__all__ = ["GUARD_RESAMPLES", "GUARD_Z", "LABEL", "GateDecision", "Scorable", "evaluate_gate", "guard_noise",
+           "probabilities", "score"]
 
 LABEL = "label"
-TRAINED_UNTIL_TAGS = ("lineage.event_time_max", "lineage.until")
-"""Version tags that say up to which event time a model's training data reaches (first found wins)."""
+
+
+class Scorable(Protocol):
+    """What the gate needs of a model: a registered version's loaded form (``mlops.registry.loader.LoadedModel``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def spec(self) -> FeatureSpec: ...
+    @property
+    def threshold(self) -> float: ...
+    def predict_proba(self, features: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,7 @@ def _labels(data: pd.DataFrame) -> np.ndarray:
     return y
 
 
-def probabilities(model: LoadedModel, data: pd.DataFrame) -> np.ndarray:
+def probabilities(model: Scorable, data: pd.DataFrame) -> np.ndarray:
     """One model's failure probability for every evaluation row."""
     names = model.spec.feature_names()
     missing = [n for n in names if n not in data.columns]
@@ -102,7 +114,7 @@ def probabilities(model: LoadedModel, data: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(data[names].to_numpy(dtype=np.float64))
 
 
-def score(model: LoadedModel, data: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
+def score(model: Scorable, data: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
     """Metrics of one model on the evaluation data, deciding with the model's own threshold."""
     return evaluate(y, probabilities(model, data), model.threshold)
 
@@ -134,7 +146,7 @@ def guard_noise(y: np.ndarray, new: tuple[np.ndarray, float], old: tuple[np.ndar
     return GUARD_Z * float(np.std(differences, ddof=1)) if len(differences) > 10 else 0.0
 
 
-def evaluate_gate(policy: PolicySettings, challenger: LoadedModel, champion: LoadedModel | None,
+def evaluate_gate(policy: PolicySettings, challenger: Scorable, champion: Scorable | None,
                   data: pd.DataFrame) -> GateDecision:
     """Compare ``challenger`` with ``champion`` on ``data`` (features + ``label``) under ``policy``."""
     primary = policy.primary_metric
@@ -177,57 +189,3 @@ def evaluate_gate(policy: PolicySettings, challenger: LoadedModel, champion: Loa
         champion_metrics=champion_metrics, rows=len(y), positives=int(y.sum()), reasons=reasons,
         guard_noise=noise,
     )
-
-
-def trained_until(tags: dict[str, str], where: str) -> datetime:
-    """Up to which event time a version's training data reaches, from its lineage tags."""
-    for key in TRAINED_UNTIL_TAGS:
-        if tags.get(key):
-            try:
-                moment = pd.Timestamp(tags[key])
-            except ValueError as err:
-                raise PolicyError(f"{where}: tag {key}={tags[key]!r} is not a timestamp") from err
-            return (moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")).to_pydatetime()
-    raise PolicyError(f"{where}: no lineage tag ({' / '.join(TRAINED_UNTIL_TAGS)}) says how recent its training "
-                      "data is, so no evaluation data can be chosen that it was not trained on; "
-                      "use --force to promote without the gate")
-
-
-def lake_evaluation_data(settings: Settings, models: Sequence[LoadedModel], since: datetime) -> pd.DataFrame:
-    """Labelled features from the lake for readings after ``since``, for every model's features.
-
-    Readings from one window before ``since`` are read too, so the first evaluated readings have
-    full windows, exactly as they had when they were scored.
-    """
-    from mlops.data.lake import read_table
-    from mlops.features.compute import features_frame
-    from mlops.features.labels import label_readings
-
-    windows = {m.spec.window for m in models}
-    if len(windows) != 1:
-        raise PolicyError(f"the models use different feature windows {sorted(windows)}; evaluate them on "
-                          "data you supply (the loop does) or use --force")
-    window = windows.pop()
-    sensors = tuple(sorted({s for m in models for s in m.spec.sensors}))
-    start = since - timedelta(seconds=window * settings.features.cycle_seconds)
-    readings = read_table(settings, "readings", since=start)
-    if readings.empty:
-        raise PolicyError(f"no evaluation data: the lake holds no readings since {since.isoformat()} "
-                          "(newer than the models' training data)")
-    missing = [s for s in sensors if s not in readings.columns]
-    if missing:
-        raise PolicyError(f"no evaluation data: lake readings lack sensor column(s) {missing}")
-    # Like the scorer, which dead-letters them: readings without the models' sensors (another fleet's) are not
-    # the models' to judge.
-    readings = readings.dropna(subset=list(sensors)).reset_index(drop=True)
-    if readings.empty:
-        raise PolicyError(f"no evaluation data: no lake reading since {since.isoformat()} has the models' sensors "
-                          f"{list(sensors)}")
-    labels = read_table(settings, "labels", since=start)
-    features = features_frame(readings, FeatureSpec(sensors, window))
-    labelled = label_readings(features, labels, settings.features.horizon_cycles, settings.features.cycle_seconds)
-    fresh = labelled[pd.to_datetime(labelled["event_time"], utc=True) > pd.Timestamp(since)]
-    if fresh.empty:
-        raise PolicyError(f"no evaluation data: no labelled readings since {since.isoformat()} yet "
-                          "(labels arrive late; wait or use --force)")
-    return fresh.reset_index(drop=True)
