@@ -36,6 +36,7 @@ import yaml
 from mlops.errors import ServiceError, ValidationError
 from mlops.features.compute import FeatureSpec
 from mlops.log import get_logger
+from mlops.spark import BASE_CONF
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -113,8 +114,6 @@ def store_config(settings: Settings) -> dict[str, Any]:
         online = {"type": "sqlite", "path": str(repo / "data" / "online_store.db")}
     offline: dict[str, Any] = {"type": "file"}
     if cfg.offline_store == "spark":
-        from mlops.spark import BASE_CONF
-
         offline = {"type": "spark", "spark_conf": {
             "spark.master": settings.spark.master,
             "spark.driver.memory": settings.spark.driver_memory,

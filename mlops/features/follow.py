@@ -37,6 +37,7 @@ from mlops.errors import ValidationError
 from mlops.features.compute import FeatureSpec
 from mlops.features.online_push import OnlinePusher
 from mlops.log import get_logger
+from mlops.registry.loader import load_version
 
 log = get_logger(__name__)
 
@@ -121,7 +122,6 @@ class FeatureFollower:
 
     def _spec_of(self, model_name: str, version: str) -> FeatureSpec:
         """The version's feature spec from the registry (loaded and checked once per version)."""
-        from mlops.registry.loader import load_version
 
         key = (model_name, version)
         if key not in self._specs:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from mlops.errors import TrainingError, ValidationError
+from mlops.features import feast_repo
 from mlops.features.compute import FeatureSpec, history_features, infer_sensors
 from mlops.log import get_logger
 
@@ -70,7 +71,6 @@ def lake_spec(readings: DataFrame, window: int, sensors: list[str] | None = None
 
 def build_feature_table(settings: Settings, spark: SparkSession) -> tuple[FeatureSpec, int]:
     """Features of every reading in the lake, written as the Feast feature table; returns (spec, rows)."""
-    from mlops.features import feast_repo
 
     source = settings.lake_dir / "readings"
     if not source.exists():

@@ -31,6 +31,7 @@ import pandas as pd
 
 from mlops import store
 from mlops.config import Settings
+from mlops.data.lake import lake_files
 from mlops.errors import MlopsError, PolicyError, TrainingError
 from mlops.log import get_logger
 from mlops.monitor.loop import (
@@ -45,6 +46,9 @@ from mlops.monitor.loop import (
 )
 from mlops.monitor.policy import Decision, RetrainPolicy
 from mlops.monitor.retraining import TrainFunction, Verdict, gate_and_promote, retrain_gate_promote, train_challenger
+from mlops.registry.catalog import version_info
+from mlops.registry.loader import load_champion, load_version, resolve_alias
+from mlops.spark import spark_session
 
 log = get_logger(__name__)
 ACTOR = "loop"
@@ -105,14 +109,12 @@ class LoopController:
         def start() -> None:
             from datetime import timedelta
 
-            from mlops.data.lake import lake_files
-            from mlops.spark import spark_session
-            from mlops.train.dataset import build_training_set
+            from mlops.train.dataset import build_training_set  # heavy
 
             try:
                 spark = spark_session(self.settings)
                 self._spark = spark
-                import mlops.train.job  # noqa: F401  (its imports: MLflow, scikit-learn)
+                import mlops.train.job  # noqa: F401  # heavy: warms MLflow and scikit-learn
 
                 files = lake_files(self.settings, "readings")
                 if files:
@@ -171,8 +173,6 @@ class LoopController:
         window (the old champion's last windows after a promotion, or a version promoted by hand)."""
         if version is None or self.core.champion is None or version == self.core.champion:
             return
-        from mlops.registry.catalog import version_info
-        from mlops.registry.loader import resolve_alias
 
         try:
             if resolve_alias(self.settings) != version:
@@ -243,7 +243,7 @@ class LoopController:
         return []
 
     def _retrain(self, command: Retrain) -> list[Command]:
-        from mlops.train.job import TrainRequest
+        from mlops.train.job import TrainRequest  # heavy
 
         policy = self.settings.policy
         if command.attempt > 1:
@@ -302,7 +302,7 @@ class LoopController:
             return self.core.rejected(command.version, verdict.reason)
 
     def _rollback(self, command: Rollback) -> list[Command]:
-        from mlops.registry import promotion
+        from mlops.registry import promotion  # heavy
 
         try:
             promotion.rollback(self.settings, command.to_version, actor=ACTOR, reason=command.reason)
@@ -317,8 +317,7 @@ class LoopController:
     # --- data for the gate ------------------------------------------------------------------
     def evaluation_data(self, version: str, since: datetime) -> pd.DataFrame | None:
         """Labelled lake data newer than ``since`` for the challenger and the champion (None: none yet)."""
-        from mlops.evaluation.data import lake_evaluation_data
-        from mlops.registry.loader import load_champion, load_version
+        from mlops.evaluation.data import lake_evaluation_data  # heavy
 
         models = [load_version(self.settings, version)]
         # No champion yet: the gate promotes the first model on its own merits.
@@ -338,7 +337,7 @@ class LoopController:
     def retrain_and_evaluate(self, reason: str, window_id: str, drift_started: datetime | None) -> str | None:
         """One retraining now, outside the core's schedule (tests, manual runs): train, wait for fresh
         labelled data, gate, promote or reject. Returns the new champion."""
-        from mlops.train.job import TrainRequest
+        from mlops.train.job import TrainRequest  # heavy
 
         since, until = self.training_window(drift_started)
         request = TrainRequest(since=since, until=until, trigger="drift", reason=f"window {window_id}: {reason}",

@@ -16,8 +16,8 @@ def scheduled_retrain(profile: str) -> str | None:
     training or a lost gate is recorded in the audit trail and leaves the champion serving; the
     next scheduled run tries again. Returns the new champion's version, or None.
     """
-    from mlops.train.dataset import window_end
-    from mlops.train.job import TrainRequest
+    from mlops.train.dataset import window_end  # heavy
+    from mlops.train.job import TrainRequest  # heavy
 
     settings = load_settings(profile)
     cron = settings.policy.schedule_cron

@@ -44,17 +44,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from mlops.config import PolicySettings
+from mlops.config import PolicySettings, parse_duration
 from mlops.monitor.policy import RetrainPolicy, WindowSignal
 
 
 def duration(value: str | timedelta) -> timedelta:
     """A policy duration setting (``"6h"``) as a timedelta."""
-    if isinstance(value, timedelta):  # a setting already parsed at load
-        return value
-    from mlops.train.job import parse_duration  # not at import: the training job's imports take seconds
-
-    return parse_duration(value)
+    return parse_duration(value)  # a setting parsed at load is returned as it is
 
 
 EVALUATION_POLL = timedelta(minutes=15)

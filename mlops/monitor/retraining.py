@@ -52,7 +52,7 @@ def train_challenger(settings: Settings, request: TrainRequest, *, actor: str, t
                      spark: Any = None, progress: Callable[[str], None] | None = None,
                      details: dict[str, Any] | None = None) -> TrainResult:
     """Run the training job on ``request`` and record it; a failure is recorded and re-raised."""
-    from mlops.train.job import run_training
+    from mlops.train.job import run_training  # heavy
 
     name = settings.mlflow.registered_model
     window = {"since": request.since.isoformat() if request.since else None,
@@ -79,7 +79,7 @@ def gate_and_promote(settings: Settings, version: str, *, actor: str, reason: st
                      evaluation_data: pd.DataFrame | None = None, force: bool = False) -> Verdict:
     """Promote ``version`` if it beats the champion on ``evaluation_data`` (default: labelled lake data
     newer than both models' training data); a loss or a gate that cannot decide is recorded, not raised."""
-    from mlops.registry import promotion
+    from mlops.registry import promotion  # heavy
 
     try:
         change = promotion.promote(settings, version, actor=actor, reason=reason, force=force,

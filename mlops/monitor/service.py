@@ -39,6 +39,7 @@ from confluent_kafka import TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings
+from mlops.data.dlq import DeadLetters
 from mlops.data.schemas import Position, parse_label, parse_prediction
 from mlops.errors import MlopsError, ValidationError
 from mlops.log import get_logger
@@ -50,6 +51,7 @@ from mlops.monitor.windows import (
     PerformanceWindows,
     WindowBuilder,
 )
+from mlops.registry.loader import load_version
 from mlops.store import results
 from mlops.store.results import WindowResult
 
@@ -111,7 +113,6 @@ class Monitor:
     def run(self, max_windows: int | None = None, idle_exit_s: float | None = None,
             stop: threading.Event | None = None) -> MonitorStatus:
         """Consume until ``max_windows`` results, ``idle_exit_s`` without records, or ``stop`` is set."""
-        from mlops.data.dlq import DeadLetters
 
         engine = results.engine_for(self.settings)
         run = reports.MonitorRun.start(self.settings, tags={
@@ -238,7 +239,6 @@ class Monitor:
         previous = self._replaced.get((window.model_name, window.model_version))
         if previous is None:
             return None
-        from mlops.registry.loader import load_version
 
         key = (window.model_name, previous)
         if key not in self._models:

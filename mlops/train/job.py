@@ -33,10 +33,12 @@ import yaml
 
 from mlops import config, lineage
 from mlops.config import Settings
-from mlops.errors import MlopsError, TrainingError
+from mlops.errors import MlopsError, TrainingError, ValidationError
 from mlops.evaluation.metrics import METRIC_NAMES, evaluate
 from mlops.log import get_logger
 from mlops.mlflow import tracking_client, use_tracking_server
+from mlops.monitor.calibration import CALIBRATION_ARTIFACT, CALIBRATION_TAG, calibrate_for_policy, summary
+from mlops.spark import execution_tags, spark_session
 from mlops.train import plots
 from mlops.train.dataset import TrainingSet, build_training_set
 from mlops.train.model import fit_and_score
@@ -287,7 +289,6 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
            spark: SparkSession | None, progress: Callable[[str], None]) -> TrainResult:
     import mlflow
 
-    from mlops.spark import execution_tags, spark_session
 
     clock = time.perf_counter()
     cfg = settings.train
@@ -437,8 +438,6 @@ def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame) -> dic
     """
     import mlflow
 
-    from mlops.errors import ValidationError
-    from mlops.monitor.calibration import CALIBRATION_ARTIFACT, CALIBRATION_TAG, calibrate_for_policy, summary
 
     cfg, policy = settings.train, settings.policy
     features = [c for c in rows.columns if c not in (LABEL, "event_time")]
