@@ -31,6 +31,41 @@ from mlops.errors import ConfigError
 from mlops.evaluation.names import METRIC_NAMES, REALISED_METRIC_NAMES
 from mlops.train.names import FAMILIES
 
+__all__ = [
+    "DEFAULT_PROFILE",
+    "DEVELOPMENT_API_KEY",
+    "ENV_DELIMITER",
+    "ENV_PREFIX",
+    "ApiSettings",
+    "DatabaseSettings",
+    "DemoSettings",
+    "Duration",
+    "FeastSettings",
+    "FeatureSettings",
+    "KafkaSettings",
+    "LakeSettings",
+    "MlflowSettings",
+    "MonitorSettings",
+    "PartitionSettings",
+    "PathSettings",
+    "PolicySettings",
+    "SchedulerSettings",
+    "ScorerSettings",
+    "SearchSpace",
+    "SearchValue",
+    "Settings",
+    "SparkSettings",
+    "TopicSettings",
+    "TrainSettings",
+    "config_dir",
+    "describe_file_errors",
+    "format_duration",
+    "load_settings",
+    "parse_duration",
+    "read_yaml_mapping",
+    "require_api_key",
+]
+
 ENV_PREFIX = "MLOPS_"
 ENV_DELIMITER = "__"
 DEFAULT_PROFILE = "local"

@@ -20,6 +20,9 @@
 Vendor errors are wrapped with ``raise ... from err`` so their codes stay reachable.
 """
 
+__all__ = ["ConfigError", "FatalKafkaError", "MlopsError", "PolicyError", "PortInUseError", "RegistryError",
+           "ServiceError", "TrainingError", "ValidationError"]
+
 
 class MlopsError(Exception):
     """Root of every error this package raises on purpose."""

@@ -11,6 +11,8 @@ import logging
 import os
 from typing import Any
 
+__all__ = ["KeyValueLogger", "configure_logging", "get_logger"]
+
 
 def _format_value(value: Any) -> str:
     text = str(value)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from mlops.config import Settings
 
+__all__ = ["BASE_CONF", "execution_tags", "spark_session"]
+
 log = get_logger(__name__)
 
 # Defaults every job wants; settings.spark.conf overrides any of them.

@@ -31,6 +31,8 @@ from mlops.config import Settings
 from mlops.errors import ServiceError
 from mlops.log import get_logger
 
+__all__ = ["MAX_DLQ_VALUE_BYTES", "MAX_KAFKA_KEY_BYTES", "MAX_REASON_CHARS", "DeadLetters", "reason_kind"]
+
 log = get_logger(__name__)
 
 MAX_DLQ_VALUE_BYTES = 512 * 1024

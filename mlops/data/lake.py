@@ -43,6 +43,27 @@ from mlops.config import Settings
 from mlops.errors import MlopsError
 from mlops.log import get_logger
 
+__all__ = [
+    "BASE_COLUMNS",
+    "MANIFEST",
+    "META_COLUMNS",
+    "TABLES",
+    "Commit",
+    "LakeError",
+    "LakeFile",
+    "PartitionRange",
+    "file_digest",
+    "lake_files",
+    "next_offsets",
+    "partition_ranges",
+    "read_commits",
+    "read_table",
+    "remove_orphans",
+    "table_dir",
+    "write_commit",
+    "writer_lock",
+]
+
 log = get_logger(__name__)
 
 TABLES = ("readings", "labels")

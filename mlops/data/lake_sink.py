@@ -33,6 +33,8 @@ from mlops.data.schemas import lake_row, parse_label, parse_reading
 from mlops.errors import ValidationError
 from mlops.log import get_logger
 
+__all__ = ["CONSUMER_NAME", "LakeSink", "SinkStats", "instance_id"]
+
 log = get_logger(__name__)
 
 CONSUMER_NAME = "lake-sink"

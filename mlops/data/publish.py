@@ -21,6 +21,8 @@ from mlops.data.schemas import Label, Reading, encode
 from mlops.errors import ServiceError
 from mlops.log import get_logger
 
+__all__ = ["Pacer", "Position", "Progress", "PublishReport", "publish"]
+
 log = get_logger(__name__)
 
 Progress = Callable[[int, int], None]

@@ -48,6 +48,24 @@ from mlops.config import describe_file_errors, read_yaml_mapping
 from mlops.data.schemas import SCHEMA_VERSION, Label, Reading
 from mlops.errors import ConfigError, ValidationError
 
+__all__ = [
+    "LABEL_SOURCES",
+    "ColumnLabels",
+    "Columns",
+    "EventTime",
+    "LabelRules",
+    "LabelSource",
+    "Lives",
+    "Mapping",
+    "RulLabels",
+    "label_rows",
+    "load_mapping",
+    "prepare",
+    "read_table",
+    "replay_events",
+    "rul_values",
+]
+
 LabelSource = Literal["failure", "flag", "failure_time", "rul", "rul_column", "none"]
 LABEL_SOURCES: tuple[str, ...] = LabelSource.__args__  # type: ignore[attr-defined]
 

@@ -23,6 +23,8 @@ from mlops.data.simulator import Simulator
 from mlops.errors import ConfigError
 from mlops.log import get_logger
 
+__all__ = ["latest_run", "new_run_id", "onset_of", "runs_dir", "simulate"]
+
 log = get_logger(__name__)
 
 

@@ -30,6 +30,9 @@ from pydantic import ValidationError as PydanticValidationError
 from mlops.config import config_dir, describe_file_errors, read_yaml_mapping
 from mlops.errors import ConfigError
 
+__all__ = ["DeviceType", "Drift", "Hazard", "LabelTiming", "Maintenance", "Recalibration", "Scenario", "SensorModel",
+           "Wear", "available_scenarios", "load_scenario", "scenario_dir"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

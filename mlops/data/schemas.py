@@ -45,6 +45,36 @@ from pydantic_core import to_json
 
 from mlops.errors import ValidationError
 
+__all__ = [
+    "EARLIEST_EVENT_TIME",
+    "LAKE_META_COLUMNS",
+    "LATEST_EVENT_TIME",
+    "MAX_ABS_VALUE",
+    "MAX_EVENT_BYTES",
+    "MAX_SENSORS",
+    "MODEL_EVENT_SCHEMA_VERSION",
+    "PREDICTION_SCHEMA_VERSION",
+    "PREDICTION_VERSIONS",
+    "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
+    "EventT",
+    "Label",
+    "Measurements",
+    "ModelEvent",
+    "Number",
+    "Position",
+    "Prediction",
+    "Reading",
+    "ScoringModel",
+    "encode",
+    "encode_predictions",
+    "lake_row",
+    "parse_label",
+    "parse_lake_row",
+    "parse_prediction",
+    "parse_reading",
+]
+
 SCHEMA_VERSION = 1
 """Version of readings and labels."""
 SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})

@@ -28,6 +28,8 @@ import numpy as np
 from mlops.data.scenarios import Scenario
 from mlops.data.schemas import SCHEMA_VERSION, Label, Reading
 
+__all__ = ["DAY_S", "LOAD_RANGE", "LOAD_REVERSION_TICKS", "NEVER", "Onset", "Simulator"]
+
 LOAD_RANGE = (0.4, 1.0)
 LOAD_REVERSION_TICKS = 120
 """Each device's load wanders around its own set point and reverts to it with this time constant (in

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+__all__ = ["STATS", "FeatureSpec", "features_frame", "history_features", "infer_sensors", "new_life", "window_features"]
+
 STATS = ("mean", "std", "slope", "last")
 
 

@@ -43,6 +43,33 @@ if TYPE_CHECKING:
 
     from mlops.config import Settings
 
+__all__ = [
+    "ENTITY",
+    "FEATURE_VIEW",
+    "JOIN_KEY",
+    "PUSH_SOURCE",
+    "SPEC_FILE",
+    "TIMESTAMP",
+    "TIMESTAMP_SUFFIX",
+    "DeviceFeatures",
+    "OnlineReader",
+    "apply",
+    "device_features",
+    "feature_refs",
+    "feature_table_dir",
+    "materialize",
+    "online_features",
+    "open_store",
+    "push_online",
+    "registered_view",
+    "repo_objects",
+    "store_config",
+    "table_spec",
+    "write_feature_table",
+    "write_repo",
+    "write_spec",
+]
+
 log = get_logger(__name__)
 
 ENTITY = "device"

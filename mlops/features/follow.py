@@ -39,6 +39,8 @@ from mlops.features.online_push import OnlinePusher
 from mlops.log import get_logger
 from mlops.registry.loader import load_version
 
+__all__ = ["BATCH", "GROUP_ID", "POLL_TIMEOUT_S", "FeatureFollower", "FollowStatus"]
+
 log = get_logger(__name__)
 
 GROUP_ID = "mlops-features-follow"

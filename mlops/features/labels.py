@@ -22,6 +22,8 @@ import pandas as pd
 
 from mlops.errors import ValidationError
 
+__all__ = ["END_OF_LIFE", "LABEL_COLUMNS", "label_readings"]
+
 LABEL_COLUMNS = ("device_id", "event_time", "kind", "rul")
 END_OF_LIFE = ("failure", "maintenance")
 

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
     from mlops.config import Settings
 
+__all__ = ["ModelKey", "OnlinePusher", "OnlineRow", "PushCounts", "SpecOf"]
+
 log = get_logger(__name__)
 
 ModelKey = tuple[str, str]

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from mlops.config import Settings
 
+__all__ = ["KEY_COLUMNS", "build_feature_table", "feature_schema", "lake_spec", "select_device_types", "spark_features"]
+
 log = get_logger(__name__)
 
 KEY_COLUMNS = ("device_id", "device_type", "event_time", "cycle")

@@ -24,6 +24,8 @@ import numpy as np
 
 from mlops.features.compute import FeatureSpec, window_features
 
+__all__ = ["DeviceWindows", "StreamReading"]
+
 StreamReading = tuple[str, Mapping[str, float]] | tuple[str, Mapping[str, float], int]
 """``(device_id, sensors)`` or ``(device_id, sensors, cycle)``."""
 

@@ -20,6 +20,8 @@ from mlops.log import get_logger
 if TYPE_CHECKING:
     from mlops.config import Settings
 
+__all__ = ["build_training_set", "historical_features"]
+
 log = get_logger(__name__)
 
 

@@ -51,6 +51,24 @@ from mlops.config import PolicySettings
 from mlops.errors import ValidationError
 from mlops.monitor.statistic import drift_score
 
+__all__ = [
+    "CALIBRATION_ARTIFACT",
+    "CALIBRATION_TAG",
+    "HOP_FRACTION",
+    "MIN_NULL_WINDOWS",
+    "NULL_BLOCKS",
+    "SPREAD_CONFIDENCE",
+    "STATISTIC",
+    "DriftCalibration",
+    "calibrate",
+    "calibrate_for_policy",
+    "lognormal_quantile",
+    "null_windows",
+    "sampling_floor",
+    "summary",
+    "windows_per_day",
+]
+
 CALIBRATION_ARTIFACT = "reference/drift_calibration.json"
 CALIBRATION_TAG = "lineage.drift_calibration"
 """Model version tag: ``"<statistic> threshold=<t> windows=<n>"``, so the registry shows it at a glance."""

@@ -50,6 +50,8 @@ from mlops.registry.catalog import version_info
 from mlops.registry.loader import load_champion, load_version, resolve_alias
 from mlops.spark import spark_session
 
+__all__ = ["ACTOR", "LoopController"]
+
 log = get_logger(__name__)
 ACTOR = "loop"
 

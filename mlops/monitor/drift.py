@@ -47,6 +47,16 @@ from mlops.mlflow import tracking_client
 from mlops.monitor.calibration import CALIBRATION_ARTIFACT, DriftCalibration
 from mlops.monitor.statistic import DRIFT_METHOD, drift_score
 
+__all__ = [
+    "PREDICTION_DRIFT_THRESHOLD",
+    "REFERENCE_ARTIFACT",
+    "DriftOutcome",
+    "data_drift",
+    "load_calibration",
+    "load_reference",
+    "performance",
+]
+
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 PREDICTION_DRIFT_THRESHOLD = 0.1
 

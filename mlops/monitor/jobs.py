@@ -8,6 +8,8 @@ from mlops.config import load_settings
 from mlops.monitor.loop import duration
 from mlops.monitor.retraining import retrain_gate_promote
 
+__all__ = ["scheduled_retrain"]
+
 
 def scheduled_retrain(profile: str) -> str | None:
     """Retrain on the configured window and promote through the evaluation gate.

@@ -35,6 +35,17 @@ from mlops.store.results import WindowResult
 if TYPE_CHECKING:
     from mlops.registry.loader import LoadedModel
 
+__all__ = [
+    "SPAN_TOLERANCE",
+    "Judgement",
+    "ModelReference",
+    "fleet_sample",
+    "judge_drift",
+    "judge_performance",
+    "load_model_reference",
+    "replaced_metrics",
+]
+
 log = get_logger(__name__)
 _warned: set[tuple[str, str, str]] = set()
 

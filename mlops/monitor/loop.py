@@ -47,6 +47,25 @@ from typing import Any, Protocol
 from mlops.config import PolicySettings, parse_duration
 from mlops.monitor.policy import RetrainPolicy, WindowSignal
 
+__all__ = [
+    "EVALUATION_POLL",
+    "FOLLOW_UPS",
+    "Candidate",
+    "Command",
+    "Evaluate",
+    "LoopCore",
+    "Note",
+    "Probation",
+    "Retrain",
+    "Rollback",
+    "WindowLike",
+    "drift_training_window",
+    "drifted_data_ready",
+    "duration",
+    "evaluation_ready",
+    "window_signal",
+]
+
 
 def duration(value: str | timedelta) -> timedelta:
     """A policy duration setting (``"6h"``) as a timedelta."""

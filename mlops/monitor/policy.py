@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 
 from mlops.config import PolicySettings
 
+__all__ = ["Decision", "RetrainPolicy", "WindowSignal"]
+
 
 @dataclass(frozen=True)
 class WindowSignal:

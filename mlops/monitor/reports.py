@@ -36,6 +36,8 @@ from mlops.mlflow import tracking_client
 from mlops.store import results
 from mlops.store.results import WindowResult
 
+__all__ = ["MonitorRun", "ReportWriter", "monitor_experiment", "save_report"]
+
 log = get_logger(__name__)
 
 

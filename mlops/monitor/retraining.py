@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from mlops.evaluation.gate import GateDecision
     from mlops.train.job import TrainRequest, TrainResult
 
+__all__ = ["TrainFunction", "Verdict", "gate_and_promote", "retrain_gate_promote", "train_challenger"]
+
 log = get_logger(__name__)
 TrainFunction = Callable[[Settings, "TrainRequest"], "TrainResult"]
 

@@ -30,6 +30,9 @@ from mlops.errors import ConfigError
 from mlops.log import get_logger
 from mlops.store.lease import Lease
 
+__all__ = ["RETRAIN_FUNC", "RETRAIN_JOB_ID", "build_scheduler", "ensure_job", "holder_id", "retrain_trigger",
+           "run_scheduler"]
+
 log = get_logger(__name__)
 RETRAIN_JOB_ID = "scheduled-retrain"
 RETRAIN_FUNC = "mlops.monitor.jobs:scheduled_retrain"

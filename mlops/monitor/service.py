@@ -55,6 +55,8 @@ from mlops.registry.loader import load_version
 from mlops.store import results
 from mlops.store.results import WindowResult
 
+__all__ = ["Monitor", "MonitorStatus", "WindowCallback"]
+
 log = get_logger(__name__)
 WindowCallback = Callable[[WindowResult], None]
 

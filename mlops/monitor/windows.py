@@ -56,6 +56,20 @@ import pandas as pd
 from mlops.data.schemas import Label, Prediction
 from mlops.errors import ValidationError
 
+__all__ = [
+    "HOP_FRACTION",
+    "MAX_LABELS_PER_DEVICE",
+    "ClosedWindow",
+    "Judged",
+    "LabelJoin",
+    "PartitionMerge",
+    "PerformanceWindows",
+    "WindowBuilder",
+    "judge",
+    "predictions_frame",
+    "source_offsets",
+]
+
 
 def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
     """One row per prediction: its features, ``probability`` and ``decision``."""

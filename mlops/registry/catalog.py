@@ -28,6 +28,9 @@ from mlops.lineage import (
 )
 from mlops.mlflow import tracking_client, unavailable, unreachable
 
+__all__ = ["KEY_METRICS", "VersionInfo", "VersionNotFoundError", "aliases", "describe_version", "lineage_summary",
+           "list_versions", "model_version", "run_metrics", "version_info"]
+
 KEY_METRICS = ("val_f1", "val_roc_auc", "val_pr_auc", "val_precision", "val_recall", "val_accuracy")
 
 

@@ -27,6 +27,17 @@ from mlops.features.compute import FeatureSpec
 from mlops.log import get_logger
 from mlops.mlflow import tracking_client, unavailable, unreachable, use_tracking_server
 
+__all__ = [
+    "CHAMPION",
+    "SMALL_INPUT_ROWS",
+    "LoadedModel",
+    "load_champion",
+    "load_version",
+    "resolve_alias",
+    "smoke_row",
+    "smoke_test",
+]
+
 log = get_logger(__name__)
 
 CHAMPION = "champion"

@@ -41,6 +41,17 @@ from mlops.mlflow import RegistryUnavailableError, require_reachable, tracking_c
 from mlops.registry.catalog import VersionNotFoundError, aliases, model_version
 from mlops.registry.loader import CHAMPION, load_version
 
+__all__ = [
+    "CHALLENGER",
+    "EVENT_TIMEOUT_S",
+    "MAX_REGISTRY_VERSION",
+    "ChangeResult",
+    "NoPreviousChampionError",
+    "PromotionRejectedError",
+    "promote",
+    "rollback",
+]
+
 log = get_logger(__name__)
 
 CHALLENGER = "challenger"

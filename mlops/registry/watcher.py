@@ -37,6 +37,8 @@ from mlops.log import get_logger
 from mlops.mlflow import RegistryUnavailableError, require_reachable
 from mlops.registry.loader import CHAMPION, LoadedModel, load_version, resolve_alias
 
+__all__ = ["ModelWatcher"]
+
 log = get_logger(__name__)
 
 

@@ -26,6 +26,8 @@ import numpy as np
 
 from mlops.registry.loader import LoadedModel
 
+__all__ = ["LINGER_S", "BatchScorer"]
+
 LINGER_S = 0.002
 """Longest wait for the clients of the previous model call to send again (see the module docstring)."""
 

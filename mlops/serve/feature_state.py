@@ -18,6 +18,8 @@ import numpy as np
 from mlops.features.compute import FeatureSpec
 from mlops.features.state import DeviceWindows, StreamReading
 
+__all__ = ["Partition", "PartitionReading", "PartitionedWindows"]
+
 Partition = tuple[str, int]
 PartitionReading = tuple[Partition, str, Mapping[str, float], int | None]
 

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from mlops.log import get_logger
 
+__all__ = ["ScorerMetrics"]
+
 log = get_logger(__name__)
 
 

@@ -53,6 +53,17 @@ from mlops.registry.watcher import ModelWatcher
 from mlops.serve.feature_state import Partition, PartitionedWindows
 from mlops.serve.metrics import ScorerMetrics
 
+__all__ = [
+    "DEFAULT_GROUP",
+    "HUNG_CALL_S",
+    "KAFKA_TIMEOUT_S",
+    "RETRY_DEADLINE_S",
+    "ClientHung",
+    "ScoreSummary",
+    "Scorer",
+    "transactional_id",
+]
+
 log = get_logger(__name__)
 
 DEFAULT_GROUP = "mlops-scorer"

@@ -30,6 +30,19 @@ from mlops.config import KafkaSettings, Settings
 from mlops.errors import ServiceError
 from mlops.services.process import LocalService, require_free_port, stop_together, tail, wait_for
 
+__all__ = [
+    "MIN_JAVA",
+    "KafkaBroker",
+    "KafkaCluster",
+    "Node",
+    "check_java",
+    "cluster_nodes",
+    "jars_dir",
+    "kafka_version",
+    "pom_path",
+    "resolve_jars",
+]
+
 MIN_JAVA = 17
 _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">

@@ -18,6 +18,8 @@ from mlops.services import mlflow_server
 from mlops.services.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
 from mlops.services.process import stop_together, wait_for
 
+__all__ = ["ServiceStatus", "down", "require_ready", "status", "up"]
+
 
 @dataclass(frozen=True)
 class ServiceStatus:

@@ -11,6 +11,8 @@ from mlops.config import MlflowSettings
 from mlops.errors import ServiceError
 from mlops.services.process import LocalService, require_free_port, wait_for
 
+__all__ = ["MlflowServer", "is_ready"]
+
 
 def is_ready(settings: MlflowSettings, timeout_s: float = 2.0) -> bool:
     """True if the tracking server answers its health check."""

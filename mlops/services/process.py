@@ -22,6 +22,8 @@ import psutil
 from mlops.config import Settings
 from mlops.errors import PortInUseError, ServiceError
 
+__all__ = ["LocalService", "ManagedProcess", "port_is_free", "require_free_port", "stop_together", "tail", "wait_for"]
+
 
 @dataclass(frozen=True)
 class ManagedProcess:

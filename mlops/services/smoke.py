@@ -15,6 +15,8 @@ from mlops.config import Settings
 from mlops.errors import ServiceError
 from mlops.mlflow import use_tracking_server
 
+__all__ = ["kafka_round_trip", "mlflow_round_trip"]
+
 
 def kafka_round_trip(settings: Settings, timeout_s: float = 30.0) -> dict[str, object]:
     """Produce one message to the readings topic and consume it back; return what came back."""

@@ -27,6 +27,8 @@ from mlops.errors import ServiceError
 from mlops.log import get_logger
 from mlops.services.process import require_free_port, tail
 
+__all__ = ["DEBIAN_BIN_ROOT", "DRIVER", "SERVER_ACCOUNT", "PostgresServer", "find_bin_dir"]
+
 log = get_logger(__name__)
 
 DEBIAN_BIN_ROOT = Path("/usr/lib/postgresql")

@@ -42,6 +42,9 @@ from mlops.train.split import LABEL
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+__all__ = ["JOIN_ROWS_PER_CALL", "KEY_COLUMNS", "TableLineage", "TrainingSet", "build_training_set", "lake_end",
+           "window_end"]
+
 KEY_COLUMNS = ("device_id", "event_time", "cycle")
 
 

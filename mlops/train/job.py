@@ -48,6 +48,11 @@ from mlops.train.split import LABEL, Split, time_split
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+__all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KINDS", "POSITIVE_RATE_MISMATCH",
+           "REFERENCE_MIN_ROWS", "TRIGGERS", "TrainRequest", "TrainResult", "Trigger", "config_snapshot",
+           "experiment_url", "git_commit", "parse_duration", "resolve_window", "run_training", "search_space_params",
+           "training_experiment"]
+
 log = get_logger(__name__)
 
 Trigger = Literal["manual", "schedule", "drift"]

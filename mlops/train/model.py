@@ -36,6 +36,8 @@ from mlops.errors import TrainingError
 from mlops.evaluation.metrics import evaluate
 from mlops.train.names import FAMILIES
 
+__all__ = ["Fitted", "best_f1_threshold", "build_pipeline", "fit_and_score", "rate_weights"]
+
 
 def _classifier(family: str, params: dict[str, Any], seed: int) -> ClassifierMixin:
     # One thread per fit: the parallelism is across candidates (Spark tasks), not inside one.

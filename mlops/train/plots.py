@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from sklearn.pipeline import Pipeline
 
+__all__ = ["CALIBRATION_BINS", "PLOT_FILES", "TOP_FEATURES", "calibration", "confusion", "importance",
+           "importance_table", "pr_curve", "roc", "write_all"]
+
 TOP_FEATURES = 20
 CALIBRATION_BINS = 10
 

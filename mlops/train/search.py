@@ -28,6 +28,18 @@ if TYPE_CHECKING:
     from pyspark import Broadcast
     from pyspark.sql import SparkSession
 
+__all__ = [
+    "TIE_BREAKER",
+    "Candidate",
+    "CandidateResult",
+    "SearchData",
+    "choose_best",
+    "distributed_search",
+    "sample_candidates",
+    "sequential_search",
+    "train_and_score",
+]
+
 TIE_BREAKER = "roc_auc"
 
 

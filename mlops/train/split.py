@@ -15,6 +15,8 @@ import pandas as pd
 
 from mlops.errors import TrainingError
 
+__all__ = ["LABEL", "Split", "time_split"]
+
 LABEL = "label"
 
 
