@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 from mlops.data.schemas import Reading
 
+__all__ = ["AUTH", "DEVICE_ERRORS", "DEVICE_ID_LIMITS", "ERRORS", "NOT_READY", "VERSION_MAX_DIGITS", "VERSION_PATTERN",
+           "ChangeResponse", "DevicePredictResponse", "ErrorItem", "ErrorResponse", "ModelResponse", "PredictResponse",
+           "Prediction", "PromoteRequest", "RollbackRequest", "StatusResponse", "predict_body", "predict_request",
+           "with_sensors"]
+
 
 class _Strict(BaseModel):
     # Strict types too: the schema says boolean and string, so "yes" and 1 are refused, not coerced.
