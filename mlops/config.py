@@ -408,10 +408,14 @@ class MonitorSettings(_Section):
     window_grace_s: float = Field(60.0, ge=0)
     """Time windows close once the newest prediction is this much past their end (out-of-order slack)."""
     min_window: int = Field(50, ge=2)
+    """Fewest predictions a drift window needs to be judged (one cut short by a model change, a quiet time window)."""
     partition_wait_s: float = Field(5.0, ge=0)
     """How long the monitor holds predictions back for a partition that has none ready, so that
     drift windows hold the whole fleet in event-time order (mlops/monitor/windows.py, PartitionMerge)."""
-    """Fewest predictions a drift window needs to be judged (one cut short by a model change, a quiet time window)."""
+    metrics_port: int = Field(9109, ge=0, le=65535)
+    """Prometheus endpoint of `mlops monitor` and `mlops loop run` (0: off): :mod:`mlops.monitor.metrics`."""
+    metrics_host: str = "127.0.0.1"
+    """Address that endpoint listens on (``0.0.0.0`` where Prometheus scrapes it from another host)."""
 
 
 class DemoSettings(_Section):

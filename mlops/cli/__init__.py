@@ -11,7 +11,7 @@ import sys
 import typer
 
 from mlops import __version__
-from mlops.cli import api, data, features, lake, loop, loop_control, models, score, services, train
+from mlops.cli import api, data, features, lake, loop, loop_control, models, score, services, status, train
 from mlops.errors import MlopsError
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app.add_typer(services.app, name="services")
 app.command("ui")(services.ui)
 app.command("demo")(services.demo)
 # Every area registers its own commands; keep this list the only place that knows them all.
-for _area in (data, lake, features, train, models, score, api, loop, loop_control):
+for _area in (data, lake, features, train, models, score, api, loop, loop_control, status):
     _area.register(app)
 
 

@@ -34,6 +34,7 @@ def _register_monitor(app: typer.Typer) -> None:
         from rich.text import Text
 
         from mlops.log import configure_logging
+        from mlops.monitor.metrics import serve_loop_metrics
         from mlops.monitor.service import Monitor, MonitorStatus
         from mlops.store.results import WindowResult
 
@@ -62,5 +63,9 @@ def _register_monitor(app: typer.Typer) -> None:
                 live.console.print(f"window {result.window_id} ({result.kind}, v{result.model_version}, "
                                    f"{result.n_predictions} predictions): {detail}")
 
-            status = monitor.run(max_windows=max_windows, idle_exit_s=idle_exit)
+            stop_metrics = serve_loop_metrics(settings)
+            try:
+                status = monitor.run(max_windows=max_windows, idle_exit_s=idle_exit)
+            finally:
+                stop_metrics()
         typer.echo(f"monitor stopped: {status.windows} windows, MLflow run {status.run_id}")

@@ -32,11 +32,13 @@ def run(
 
     from mlops.log import configure_logging
     from mlops.monitor.controller import LoopController
+    from mlops.monitor.metrics import serve_loop_metrics
     from mlops.monitor.service import Monitor
     from mlops.store.results import WindowResult
 
     configure_logging()
     settings = settings_for(profile)
+    stop_metrics = serve_loop_metrics(settings)  # first: a port in use fails before the warm-up
     console = Console(stderr=True)
     controller = LoopController(settings, report=console.print, baseline_metric=champion_baseline(settings))
     controller.champion_version = champion_version(settings)
@@ -53,9 +55,12 @@ def run(
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    status = monitor.run(max_windows=max_windows, idle_exit_s=idle_exit, stop=stop)
-    controller.wait_idle(settings.policy.evaluation_timeout_s)
-    controller.close()
+    try:
+        status = monitor.run(max_windows=max_windows, idle_exit_s=idle_exit, stop=stop)
+        controller.wait_idle(settings.policy.evaluation_timeout_s)
+    finally:
+        controller.close()
+        stop_metrics()
     typer.echo(f"loop stopped: {status.windows} windows, MLflow run {status.run_id}")
 
 

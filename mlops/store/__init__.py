@@ -14,6 +14,7 @@ from mlops.store.audit import (
     EVENT_KINDS,
     EventRecord,
     LoopEvent,
+    count_events,
     list_events,
     locked,
     previous_champion,
@@ -21,5 +22,5 @@ from mlops.store.audit import (
 )
 from mlops.store.base import DatabaseError, DbTarget, create_schema, get_engine
 
-__all__ = ["EVENT_KINDS", "DatabaseError", "DbTarget", "EventRecord", "LoopEvent", "create_schema", "get_engine",
-           "lease", "list_events", "locked", "previous_champion", "record_event", "results"]
+__all__ = ["EVENT_KINDS", "DatabaseError", "DbTarget", "EventRecord", "LoopEvent", "count_events", "create_schema",
+           "get_engine", "lease", "list_events", "locked", "previous_champion", "record_event", "results"]

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, Index, Integer, String, Text, insert, select, update
+from sqlalchemy import JSON, DateTime, Engine, Index, Integer, String, Text, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -31,8 +31,8 @@ from mlops.config import Settings
 from mlops.errors import ValidationError
 from mlops.store.base import Base, DatabaseError, DbTarget, connection, describe, get_engine
 
-__all__ = ["EVENT_KINDS", "EventRecord", "Lock", "LoopEvent", "list_events", "locked", "previous_champion",
-           "record_event"]
+__all__ = ["EVENT_KINDS", "EventRecord", "Lock", "LoopEvent", "count_events", "list_events", "locked",
+           "previous_champion", "record_event"]
 
 EVENT_KINDS = frozenset({
     "window_result", "trigger", "not_triggered", "retrain_started", "retrain_finished", "retrain_failed",
@@ -155,6 +155,16 @@ def list_events(
         )
         for row in rows
     ]
+
+
+def count_events(target: DbTarget, *, model_name: str | None = None) -> dict[str, int]:
+    """How many audit rows of each kind there are (for ``model_name`` when given): the loop's counters,
+    which survive restarts because the rows do."""
+    query = select(LoopEvent.kind, func.count()).group_by(LoopEvent.kind)
+    if model_name is not None:
+        query = query.where(LoopEvent.model_name == model_name)
+    with connection(target) as conn:
+        return {str(kind): int(n) for kind, n in conn.execute(query).all()}
 
 
 def previous_champion(target: DbTarget, model_name: str, current_version: str) -> str | None:

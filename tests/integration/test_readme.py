@@ -69,15 +69,15 @@ class Tour:
         return done
 
     def champion(self) -> str:
-        from mlops.registry.catalog import registry_client
+        from mlops.mlflow import tracking_client
 
-        client = registry_client(self.settings)
+        client = tracking_client(self.settings)
         return str(client.get_model_version_by_alias(self.settings.mlflow.registered_model, "champion").version)
 
     def version_tags(self, version: str) -> dict[str, str]:
-        from mlops.registry.catalog import registry_client
+        from mlops.mlflow import tracking_client
 
-        client = registry_client(self.settings)
+        client = tracking_client(self.settings)
         run_id = client.get_model_version(self.settings.mlflow.registered_model, version).run_id
         return dict(client.get_run(run_id).data.tags)
 
@@ -207,6 +207,13 @@ def check_loop_history(tour: Tour, done: subprocess.CompletedProcess[str]) -> No
         assert kind in done.stdout, done.stdout
 
 
+def check_status(tour: Tour, done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, done.stdout + done.stderr  # every service answers
+    champion = f"champion: {tour.settings.mlflow.registered_model} v{tour.champion()} "
+    assert champion in done.stdout and "scorer lag: " in done.stdout, done.stdout
+    assert "last windows" in done.stdout and "last decisions" in done.stdout, done.stdout
+
+
 def check_ui(tour: Tour, done: subprocess.CompletedProcess[str]) -> None:
     assert done.stdout.strip() == tour.settings.mlflow.tracking_uri
 
@@ -222,7 +229,7 @@ CHECKS: dict[str, Callable[[Tour, subprocess.CompletedProcess[str]], None]] = {
     "services up": check_services_up, "simulate": check_simulate, "replay": check_replay,
     "lake-sink": check_lake_sink, "train": check_train, "models list": check_models_list,
     "models describe": check_models_describe, "promote": check_promote, "rollback": check_rollback,
-    "loop history": check_loop_history, "ui": check_ui, "services down": check_services_down,
+    "loop history": check_loop_history, "status": check_status, "ui": check_ui, "services down": check_services_down,
 }
 
 

@@ -58,15 +58,21 @@ def _mounted_at(spec: dict[str, Any], target: str) -> Path:
     return DOCKER / sources[0]
 
 
-def exported_metric_names() -> set[str]:
-    """Every sample name the scorer's and the API's registries expose (``_total``, ``_bucket``, ...)."""
+def exported_metric_names(data_dir: Path) -> set[str]:
+    """Every sample name the scorer's, the API's and the loop's registries expose (``_total``, ``_bucket``, ...)."""
+    from prometheus_client import CollectorRegistry
+
+    from mlops.config import load_settings
+    from mlops.monitor.metrics import LoopCollector
     from mlops.serve.api import ApiMetrics
     from mlops.serve.metrics import ScorerMetrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
                 "info": ("_info",)}
     names = set()
-    for registry in (ScorerMetrics().registry, ApiMetrics().registry):
+    loop = CollectorRegistry()
+    loop.register(LoopCollector(load_settings("local", overrides={"paths": {"data_dir": str(data_dir)}})))
+    for registry in (ScorerMetrics().registry, ApiMetrics().registry, loop):
         for family in registry.collect():
             names.update(family.name + suffix for suffix in suffixes[family.type])
     return names
@@ -82,19 +88,22 @@ def test_prometheus_scrapes_the_compose_services_where_they_serve(
 
     s = docker_settings
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
-    assert {"scorer", "api"} <= set(jobs)
+    assert {"scorer", "api", "loop"} <= set(jobs)
     scorer = jobs["scorer"]["dns_sd_configs"][0]
     # DNS service discovery: one target per replica of the scaled-out service.
     assert scorer["names"] == ["scorer"] and scorer["type"] == "A" and services["scorer"]["deploy"]["replicas"] >= 2
     assert scorer["port"] == s.scorer.metrics_port
     assert s.scorer.metrics_host == "0.0.0.0", "the scorer's metrics must listen beyond its own container"
     assert jobs["api"]["static_configs"][0]["targets"] == [f"api:{s.api.port}"] and s.api.host == "0.0.0.0"
+    # The loop's endpoint is served by `mlops loop run`, which the compose service `monitor` runs.
+    assert jobs["loop"]["static_configs"][0]["targets"] == [f"monitor:{s.monitor.metrics_port}"]
+    assert services["monitor"]["command"] == ["loop", "run"] and s.monitor.metrics_host == "0.0.0.0"
     routes = {getattr(route, "path", None) for route in create_app(s).routes}
     assert jobs["api"]["metrics_path"] in routes
     spec = services["prometheus"]
     config_flag = next(arg for arg in spec["command"] if arg.startswith("--config.file="))
     assert _mounted_at(spec, config_flag.split("=", 1)[1]).resolve() == PROMETHEUS_FILE.resolve()
-    assert {"scorer", "api"} <= set(spec["depends_on"])
+    assert {"scorer", "api", "monitor"} <= set(spec["depends_on"])
 
 
 def test_grafana_data_sources_point_at_prometheus_and_the_loop_database(
@@ -147,8 +156,9 @@ def test_dashboard_has_the_panels_on_a_grid_with_provisioned_sources(
             assert target["datasource"]["type"] == datasources[uid]["type"], panel["title"]
 
 
-def test_prometheus_queries_name_metrics_the_code_exports(dashboard: dict[str, Any]) -> None:
-    known = exported_metric_names()
+def test_prometheus_queries_name_metrics_the_code_exports(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    known = exported_metric_names(tmp_path)
+    assert {"mlops_loop_events_total", "mlops_loop_champion_version", "mlops_loop_realised"} <= known
     assert unknown_metrics("rate(mlops_scorer_event_total[1m])", known) == {"mlops_scorer_event_total"}
     expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"] if "expr" in t]
     assert len(expressions) >= 8
