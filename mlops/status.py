@@ -18,11 +18,12 @@ status is what people run when something is wrong.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from mlops import kafka, store
 from mlops.clock import utc_now
@@ -42,6 +43,10 @@ DECISION_KINDS = ("trigger", "retrain_started", "retrain_finished", "retrain_fai
                   "rejection", "rollback", "manual_action")
 """Audit rows shown as decisions (window results and non-triggers are the windows section's)."""
 KAFKA_TIMEOUT_S = 5.0
+COORDINATOR_WAIT_S = 20.0
+"""How long a group coordinator that is loading or moving (a broker just started) is asked again."""
+_COORDINATOR_MOVING = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                 KafkaError.COORDINATOR_NOT_AVAILABLE})
 
 
 def gather(settings: Settings, *, windows: int = 5, decisions: int = 5, group: str = DEFAULT_GROUP,
@@ -95,7 +100,7 @@ def _scorer(settings: Settings, group: str) -> dict[str, Any]:
     client = kafka.consumer(settings.kafka, group)
     try:
         partitions = sorted(client.list_topics(topic, timeout=KAFKA_TIMEOUT_S).topics[topic].partitions)
-        committed = client.committed([TopicPartition(topic, p) for p in partitions], timeout=KAFKA_TIMEOUT_S)
+        committed = _committed(client, [TopicPartition(topic, p) for p in partitions])
         lag: dict[str, int] = {}
         for tp in committed:
             low, high = client.get_watermark_offsets(tp, timeout=KAFKA_TIMEOUT_S)
@@ -104,6 +109,18 @@ def _scorer(settings: Settings, group: str) -> dict[str, Any]:
         client.close()
     return {"group": group, "topic": topic, "lag": lag, "total_lag": sum(lag.values()),
             "started": any(tp.offset >= 0 for tp in committed)}
+
+
+def _committed(client: Any, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while True:
+        try:
+            return list(client.committed(partitions, timeout=KAFKA_TIMEOUT_S))
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in _COORDINATOR_MOVING) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)  # the client looks the coordinator up again
 
 
 def _window(result: store.results.WindowResult) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def test_status_shows_the_champion_the_lag_and_the_decisions(services) -> None: 
 
     assert all(row["ready"] for row in before["services"]), before["services"]
     assert before["champion"]["version"] == version and before["champion"]["trigger"] == "manual", before["champion"]
+    assert "error" not in before["scorer"], before["scorer"]
     assert before["scorer"]["total_lag"] == 100 and before["scorer"]["started"] is False, before["scorer"]
     assert [(d["kind"], d["actor"]) for d in before["decisions"]["newest"]] == [("promotion", "alice")]
 
