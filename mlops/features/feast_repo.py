@@ -24,6 +24,7 @@ import json
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,12 +63,12 @@ __all__ = [
     "open_store",
     "push_online",
     "registered_view",
+    "replace_feature_table",
     "repo_objects",
     "store_config",
     "table_spec",
     "write_feature_table",
     "write_repo",
-    "write_spec",
 ]
 
 log = get_logger(__name__)
@@ -99,13 +100,21 @@ def write_feature_table(settings: Settings, features: pd.DataFrame, spec: Featur
         TIMESTAMP: pd.to_datetime(features["event_time"], utc=True).dt.floor("us").dt.as_unit("us"),
         **{name: features[name].astype("float64").to_numpy() for name in spec.feature_names()},
     })
+    target = replace_feature_table(settings, spec, lambda staging: table.to_parquet(staging / "part-0.parquet",
+                                                                                     index=False))
+    log.info("feature table written", path=str(target), rows=len(table), features=len(spec.feature_names()))
+    return target
+
+
+def replace_feature_table(settings: Settings, spec: FeatureSpec, write: Callable[[Path], object]) -> Path:
+    """``write(staging)`` fills a new directory with the table's Parquet files; it then replaces the
+    feature table whole, with ``spec`` beside it, so readers never see half of it."""
     target = feature_table_dir(settings)
     staging = target.with_name(f".{target.name}-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
-    table.to_parquet(staging / "part-0.parquet", index=False)
+    write(staging)
     (staging / SPEC_FILE).write_text(json.dumps(spec.to_dict()))
     _swap_in(staging, target)
-    log.info("feature table written", path=str(target), rows=len(table), features=len(spec.feature_names()))
     return target
 
 
@@ -115,11 +124,6 @@ def _swap_in(staging: Path, target: Path) -> None:
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def write_spec(settings: Settings, spec: FeatureSpec) -> None:
-    """Record the spec next to the feature table (the Spark writer calls this after its write)."""
-    (feature_table_dir(settings) / SPEC_FILE).write_text(json.dumps(spec.to_dict()))
 
 
 def table_spec(settings: Settings) -> FeatureSpec:

@@ -14,6 +14,7 @@ import pandas as pd
 from mlops.errors import TrainingError, ValidationError
 from mlops.features import feast_repo
 from mlops.features.compute import FeatureSpec, history_features, infer_sensors
+from mlops.features.labels import LABEL_COLUMNS, label_readings
 from mlops.log import get_logger
 
 if TYPE_CHECKING:
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
     from mlops.config import Settings
 
-__all__ = ["KEY_COLUMNS", "build_feature_table", "feature_schema", "lake_spec", "select_device_types", "spark_features"]
+__all__ = ["KEY_COLUMNS", "build_feature_table", "feature_schema", "lake_spec", "point_in_time", "select_device_types",
+           "spark_features", "spark_labels", "write_feature_table"]
 
 log = get_logger(__name__)
 
@@ -81,10 +83,7 @@ def build_feature_table(settings: Settings, spark: SparkSession) -> tuple[Featur
     # the same selection training makes, so the table has the models' features.
     readings = select_device_types(settings, spark.read.option("mergeSchema", "true").parquet(str(source)))
     spec = lake_spec(readings, settings.features.window, settings.features.sensors)
-    features = spark_features(readings, spec).withColumnRenamed("event_time", feast_repo.TIMESTAMP)
-    table = features.select(feast_repo.JOIN_KEY, feast_repo.TIMESTAMP, *spec.feature_names())
-    table.write.mode("overwrite").parquet(str(feast_repo.feature_table_dir(settings)))
-    feast_repo.write_spec(settings, spec)
+    write_feature_table(settings, spark_features(readings, spec), spec)
     rows = spark.read.parquet(str(feast_repo.feature_table_dir(settings))).count()
     log.info("feature table built", rows=rows, sensors=len(spec.sensors), window=spec.window)
     return spec, rows
@@ -118,3 +117,51 @@ def select_device_types(settings: Settings, readings: DataFrame) -> DataFrame:
             f"MLOPS_FEATURES__DEVICE_TYPES='{json.dumps(sorted(sensors_of)[:1])}' or `mlops train --device-type "
             f"{sorted(sensors_of)[0]}`")
     return readings
+
+
+def write_feature_table(settings: Settings, features: DataFrame, spec: FeatureSpec) -> None:
+    """Replace Feast's feature table with Spark-computed ``features`` (device_id, event_time, the spec's
+    features), written by the executors and swapped in whole (:func:`feast_repo.replace_feature_table`)."""
+    table = features.withColumnRenamed("event_time", feast_repo.TIMESTAMP).select(
+        feast_repo.JOIN_KEY, feast_repo.TIMESTAMP, *spec.feature_names())
+    feast_repo.replace_feature_table(settings, spec,
+                                     lambda staging: table.write.mode("overwrite").parquet(str(staging)))
+
+
+def spark_labels(readings: DataFrame, labels: DataFrame, horizon_cycles: int, cycle_seconds: float) -> DataFrame:
+    """``readings`` (device_id, event_time, any key columns) with the int column ``label``, censored rows
+    dropped: :func:`~mlops.features.labels.label_readings`, run per device where the device's readings
+    and labels meet in one Python worker (a cogroup), so no table is collected to the driver."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    schema = StructType([*readings.schema.fields, StructField("label", LongType(), False)])
+
+    def per_device(device_readings: pd.DataFrame, device_labels: pd.DataFrame) -> pd.DataFrame:
+        if device_readings.empty:  # a device with labels but no reading in the window
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in schema.fieldNames()})
+        return label_readings(device_readings, device_labels, horizon_cycles, cycle_seconds)[schema.fieldNames()]
+
+    ground_truth = labels.select(*LABEL_COLUMNS)
+    return readings.groupBy("device_id").cogroup(ground_truth.groupBy("device_id")).applyInPandas(per_device, schema)
+
+
+def point_in_time(entities: DataFrame, features: DataFrame, names: list[str]) -> DataFrame:
+    """An as-of join in Spark: each entity row (device_id, event_time, any columns) gets ``names`` from the
+    newest feature row of its device at or before its time, never a later one; null where none exists.
+
+    One sort per device of the entity and feature rows together, then a forward fill: linear in the
+    rows, where a join that pairs every entity row with every feature row of its device is quadratic.
+    At equal times the feature row sorts first, so a reading gets the features computed at its own time.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    marked = features.select("device_id", "event_time", F.struct(*names).alias("_features"),
+                             F.lit(0).alias("_entity"))
+    rows = entities.withColumn("_entity", F.lit(1)).unionByName(marked, allowMissingColumns=True)
+    history = (Window.partitionBy("device_id").orderBy("event_time", "_entity")
+               .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    filled = rows.withColumn("_features", F.last("_features", ignorenulls=True).over(history))
+    return filled.where(F.col("_entity") == 1).select(
+        *entities.columns, *(F.col("_features").getField(name).alias(name) for name in names))
+

@@ -7,10 +7,14 @@ Steps, all in event time ``since <= t < until``:
 2. Spark reads exactly those readings files and computes every reading's features with
    :func:`mlops.features.spark.spark_features` (the kernel the stream uses too);
 3. the label rule (:func:`mlops.features.labels.label_readings`) labels them from the window's
-   ground truth; censored rows are dropped;
-4. the features go into Feast's offline store and the labelled readings get them back through
-   Feast's point-in-time join (:func:`mlops.features.training_set.historical_features`), the
-   same path any other consumer of the feature view uses.
+   ground truth, per device in Spark (:func:`mlops.features.spark.spark_labels`); censored rows
+   are dropped;
+4. the labelled readings get their features back through a point-in-time join in Spark
+   (:func:`mlops.features.spark.point_in_time`: an as-of join, linear in the rows); the features
+   are also written as Feast's feature table, which the feature view, ``mlops features
+   materialize`` and the online store read.
+
+Only the finished training rows are collected to the driver.
 
 Sensors come from ``features.sensors`` or, when unset, every sensor column of the window that has
 no gaps and is not constant (C-MAPSS has several constant sensors). Readings are those of the
@@ -26,23 +30,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from mlops.config import Settings
-from mlops.data.lake import LakeFile, lake_files, read_table
+from mlops.data.lake import LakeFile, lake_files
 from mlops.errors import TrainingError
 from mlops.features import feast_repo
 from mlops.features.compute import FeatureSpec, infer_sensors
-from mlops.features.labels import label_readings
-from mlops.features.spark import select_device_types, spark_features
-from mlops.features.training_set import historical_features
+from mlops.features.spark import point_in_time, select_device_types, spark_features, spark_labels, write_feature_table
 from mlops.train.split import LABEL
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["JOIN_ROWS_PER_CALL", "KEY_COLUMNS", "TableLineage", "TrainingSet", "build_training_set", "lake_end",
+__all__ = ["KEY_COLUMNS", "TableLineage", "TrainingSet", "build_training_set", "lake_end",
            "window_end"]
 
 KEY_COLUMNS = ("device_id", "event_time", "cycle")
@@ -169,94 +170,54 @@ def window_end(settings: Settings, now: datetime) -> datetime:
 
 
 def build_training_set(settings: Settings, spark: SparkSession, since: datetime, until: datetime) -> TrainingSet:
-    """Read the window from the lake, compute features on Spark, label them; TrainingError if the window is empty."""
-    from pyspark.sql import functions as F
+    """The window's labelled feature rows, built in Spark end to end; TrainingError if the window is empty.
+
+    Spark computes the features per device, labels each reading from the late ground truth per device
+    (:func:`~mlops.features.spark.spark_labels`) and joins the labelled readings with the features point
+    in time (:func:`~mlops.features.spark.point_in_time`). The features are also written as Feast's
+    feature table (the registry and online store read it); only the finished rows reach the driver.
+    """
+    from pyspark.sql import functions as F  # heavy
 
     reading_files = tuple(lake_files(settings, "readings", since, until))
     label_files = tuple(lake_files(settings, "labels", since, until))
     if not reading_files:
         raise TrainingError(f"the lake {settings.lake_dir} holds no readings between {since.isoformat()} and "
                             f"{until.isoformat()}: nothing to train on (is the lake sink running?)")
-    readings = (
-        spark.read.option("mergeSchema", "true").parquet(*(str(f.path) for f in reading_files))
-        .where((F.col("event_time") >= F.lit(since)) & (F.col("event_time") < F.lit(until)))
-    )
+    in_window = (F.col("event_time") >= F.lit(since)) & (F.col("event_time") < F.lit(until))
+    readings = spark.read.option("mergeSchema", "true").parquet(*(str(f.path) for f in reading_files)).where(in_window)
     readings = select_device_types(settings, readings)
     spec = FeatureSpec(_sensors(settings, readings), settings.features.window)
-    features: pd.DataFrame = spark_features(readings, spec).toPandas()
-    features["event_time"] = pd.to_datetime(features["event_time"], utc=True)
-    labels = read_table(settings, "labels", since, until)
-    labelled = label_readings(features[["device_id", "event_time", "cycle"]], labels,
-                              settings.features.horizon_cycles, settings.features.cycle_seconds)
-    frame = _point_in_time(settings, features, labelled, spec)
+    features = spark_features(readings, spec).persist()  # read three times: labels, the join, Feast's table
+    try:
+        labels = _labels(spark, label_files).where(in_window)
+        labelled = spark_labels(features.select(*KEY_COLUMNS), labels, settings.features.horizon_cycles,
+                                settings.features.cycle_seconds)
+        joined = point_in_time(labelled, features, spec.feature_names())
+        frame: pd.DataFrame = joined.toPandas()
+        write_feature_table(settings, features, spec)
+        feast_repo.apply(settings, spec)
+        counts = (features.count(), labels.count())
+    finally:
+        features.unpersist()
+    unmatched = int(frame[spec.feature_names()].isna().any(axis=1).sum())
+    if unmatched:
+        raise TrainingError(f"{unmatched} labelled reading(s) found no feature row at or before their time")
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    # Spark returns rows in no fixed order: sort, so the same data always gives the same frame.
+    frame = frame[[*KEY_COLUMNS, *spec.feature_names(), LABEL]].sort_values(
+        ["event_time", "device_id"], kind="stable").reset_index(drop=True)
     root = str(settings.lake_dir)
     return TrainingSet(
         frame=frame, spec=spec, since=since, until=until,
-        readings=TableLineage("readings", root, reading_files, len(features)),
-        labels=TableLineage("labels", root, label_files, len(labels)),
+        readings=TableLineage("readings", root, reading_files, counts[0]),
+        labels=TableLineage("labels", root, label_files, counts[1]),
         feature_views=(feast_repo.FEATURE_VIEW,),
     )
 
 
-JOIN_ROWS_PER_CALL = 2_000_000
-"""Most intermediate rows one point-in-time join call may build (a few hundred bytes each).
-
-Feast's file offline store (Dask) first merges every entity row with every feature row of the
-same device and only then keeps the newest one at or before the row's time: a call costs
-(entity rows x feature rows) per device, quadratic in the window. 1,200 rows per device of a
-20-device fleet peaked at 13 GB in one call; a 7-day window of one reading per minute (10k rows
-per device) would need about 900 GB (extrapolated). The entity rows are therefore joined in
-chunks of consecutive event time, each bounded to this many merged rows (about 1 GB); the joined
-rows are the same, only fewer are held at once. The join's time stays quadratic.
-"""
-
-
-def _join_chunks(entity_rows: pd.DataFrame, feature_devices: pd.Series) -> list[np.ndarray]:
-    """Positions of ``entity_rows`` per point-in-time join call, in event-time order, each call merging
-    at most :data:`JOIN_ROWS_PER_CALL` rows (an entity row costs its device's feature rows). Rows of
-    one event time stay in one call."""
-    per_device = feature_devices.astype(str).value_counts()
-    devices = entity_rows[feast_repo.JOIN_KEY].astype(str)
-    cost = devices.map(per_device).fillna(0).to_numpy(dtype=np.int64)
-    if cost.sum() <= JOIN_ROWS_PER_CALL:
-        return [np.arange(len(entity_rows))]
-    times = pd.to_datetime(entity_rows[feast_repo.TIMESTAMP], utc=True).to_numpy()
-    order = np.argsort(times, kind="stable")
-    chunks: list[np.ndarray] = []
-    start, total = 0, 0
-    for i, position in enumerate(order):
-        # Cut before a row that would overflow the call, unless it shares its time with the previous one.
-        if total + cost[position] > JOIN_ROWS_PER_CALL and i > start and times[position] != times[order[i - 1]]:
-            chunks.append(order[start:i])
-            start, total = i, 0
-        total += cost[position]
-    chunks.append(order[start:])
-    return chunks
-
-
-def _point_in_time(settings: Settings, features: pd.DataFrame, labelled: pd.DataFrame,
-                   spec: FeatureSpec) -> pd.DataFrame:
-    """Join the labelled readings with the Spark-computed features through Feast, point in time.
-
-    The features go into Feast's offline table; each labelled reading becomes an entity row and
-    gets the newest feature row of its device at or before its time: never a later one.
-    """
-    feast_repo.write_feature_table(settings, features, spec)
-    feast_repo.apply(settings, spec)
-    entity_rows = pd.DataFrame({
-        feast_repo.JOIN_KEY: labelled["device_id"].to_numpy(),
-        feast_repo.TIMESTAMP: labelled["event_time"].to_numpy(),
-        "cycle": labelled["cycle"].to_numpy(),
-        LABEL: labelled[LABEL].to_numpy(),
-    })
-    chunks = [historical_features(settings, entity_rows.iloc[rows], spec)
-              for rows in _join_chunks(entity_rows, features["device_id"])]
-    joined = (chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)).rename(
-        columns={feast_repo.TIMESTAMP: "event_time"})
-    unmatched = int(joined[spec.feature_names()].isna().any(axis=1).sum())
-    if unmatched:
-        raise TrainingError(f"{unmatched} labelled reading(s) found no feature row at or before their time in Feast")
-    joined["event_time"] = pd.to_datetime(joined["event_time"], utc=True)
-    columns = [*KEY_COLUMNS, *spec.feature_names(), LABEL]
-    # Spark and Feast return rows in no fixed order: sort, so the same data always gives the same frame.
-    return joined[columns].sort_values(["event_time", "device_id"], kind="stable").reset_index(drop=True)
+def _labels(spark: SparkSession, files: tuple[LakeFile, ...]) -> DataFrame:
+    """The window's label files as one Spark frame (an empty one with the label columns when there are none)."""
+    if files:
+        return spark.read.option("mergeSchema", "true").parquet(*(str(f.path) for f in files))
+    return spark.createDataFrame([], "device_id string, event_time timestamp, kind string, rul double")
