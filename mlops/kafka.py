@@ -27,6 +27,10 @@ from mlops.config import KafkaSettings
 from mlops.errors import FatalKafkaError, ServiceError
 from mlops.log import get_logger
 
+__all__ = ["OnError", "TopicSpec", "admin", "commit", "commit_end_offsets", "committed_total", "consume", "consumer",
+           "design_topics", "ensure_topics", "is_fatal", "is_ready", "on_consumer_error", "produce", "producer",
+           "topic_counts", "transactional_producer", "wait_until_ready"]
+
 log = get_logger(__name__)
 
 
@@ -290,3 +294,29 @@ def topic_counts(settings: KafkaSettings, topic: str, timeout_s: float = 10.0) -
         return total
     finally:
         c.close()
+
+
+def commit_end_offsets(settings: KafkaSettings, group: str, topic: str) -> None:
+    """Set ``group``'s committed offsets on ``topic`` to its current end (the group must be idle).
+
+    One call that either works or raises: there is no consumer loop for :func:`commit` to retry in.
+    """
+    client = consumer(settings, group)
+    try:
+        metadata = client.list_topics(topic, timeout=30)
+        ends = [TopicPartition(topic, p, client.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1])
+                for p in metadata.topics[topic].partitions]
+        client.commit(offsets=ends, asynchronous=False)
+    finally:
+        client.close()
+
+
+def committed_total(settings: KafkaSettings, group: str, topic: str) -> int:
+    """Sum over ``topic``'s partitions of ``group``'s committed offsets: the records it has processed."""
+    client = consumer(settings, group)
+    try:
+        partitions = client.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = client.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return sum(max(0, tp.offset) for tp in committed)
+    finally:
+        client.close()

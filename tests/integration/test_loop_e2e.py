@@ -16,9 +16,7 @@ import pytest
 
 from mlops import store
 from mlops.config import Settings, load_settings
-from mlops.demo import as_environment
-from mlops.loop_run import LoopRun
-from mlops.report import summarise
+from mlops.demo import LoopRun, as_environment, summarise
 from mlops.store.results import engine_for, list_results
 from mlops.testing import free_port, unique
 

@@ -17,7 +17,12 @@ from typing import Any
 from mlops import store
 from mlops.clock import as_utc
 from mlops.config import Settings
+from mlops.errors import MlopsError
 from mlops.mlflow import tracking_client
+from mlops.registry.catalog import list_versions
+from mlops.store.results import engine_for, list_results
+
+__all__ = ["LoopSummary", "plot_timeline", "plot_versions", "summarise", "write_report"]
 
 MARKED_EVENTS = {"trigger": ("darkorange", "trigger"), "retrain_started": ("tab:purple", "retraining started"),
                  "promotion": ("tab:green", "promotion"), "rejection": ("tab:red", "rejection"),
@@ -79,8 +84,7 @@ def _event_time_of(wall: datetime, windows: list[Any]) -> datetime | None:
 
 
 def summarise(settings: Settings, onset: datetime | None, initial_version: str | None = None) -> LoopSummary:
-    from mlops.store.results import engine_for, list_results
-
+    """What the running system recorded about one run, for drift onset ``onset`` (None: no drift)."""
     windows = list_results(engine_for(settings))
     by_id = {w.window_id: w for w in windows}
     drift = [w for w in windows if w.kind == "drift"]
@@ -142,7 +146,7 @@ def _version_key(version: str) -> int:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
@@ -153,8 +157,6 @@ def _pyplot() -> Any:
 def plot_timeline(settings: Settings, onset: datetime | None, path: Path) -> Path:
     """Drift level (statistic over its threshold) and realised f1 / accuracy per window over event time,
     with the onset and loop events marked."""
-    from mlops.store.results import engine_for, list_results
-
     plt = _pyplot()
     windows = list_results(engine_for(settings))
     threshold = settings.policy.drift_threshold
@@ -217,8 +219,6 @@ def _tag_time(tags: dict[str, str], key: str) -> datetime | None:
 
 def plot_versions(settings: Settings, versions: list[Any], path: Path) -> Path:
     """Lineage over event time: per model version the data it was trained on and when it served."""
-    from mlops.store.results import engine_for, list_results
-
     plt = _pyplot()
     windows = list_results(engine_for(settings))
     ordered = sorted(versions, key=lambda v: _version_key(v.version))
@@ -278,10 +278,6 @@ def write_report(settings: Settings, outcome: Any) -> Path:
 
     Call it while MLflow still runs: the versions' lineage and the links come from the registry.
     """
-    from mlops.errors import MlopsError
-    from mlops.registry.catalog import list_versions
-    from mlops.store.results import engine_for, list_results
-
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
     out = settings.reports_dir / f"loop-{stamp}"
     timeline = plot_timeline(settings, outcome.onset_time, out / "timeline.png")

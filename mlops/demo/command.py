@@ -23,7 +23,11 @@ from typing import Any
 from rich.console import Console
 
 from mlops.config import Settings, load_settings
+from mlops.demo.report import summarise
+from mlops.demo.run import LoopRun
 from mlops.services import manager
+
+__all__ = ["as_environment", "demo_overrides", "run_demo"]
 
 
 def _with_port(address: str, offset: int) -> str:
@@ -41,6 +45,7 @@ def demo_overrides(settings: Settings) -> dict[str, dict[str, Any]]:
         "mlflow": {"tracking_uri": _with_port(settings.mlflow.tracking_uri, offset)},
         "api": {"port": settings.api.port + offset},
         "scorer": {"metrics_port": settings.scorer.metrics_port + offset},
+        "monitor": {"metrics_port": settings.monitor.metrics_port + offset},
     }
 
 
@@ -79,8 +84,6 @@ def _log_to_file(path: Path) -> None:
 
 def run_demo(base: Settings, keep_running: bool, console: Console) -> Path | None:
     """Run the whole loop; return the report's path."""
-    from mlops.loop_run import LoopRun
-
     overrides = demo_overrides(base)
     # This process's Kafka clients log errors only (librdkafka writes its log lines to stderr).
     quiet = {**overrides, "kafka": {**overrides["kafka"], "client": {**base.kafka.client, "log_level": 3}}}
@@ -104,8 +107,6 @@ def run_demo(base: Settings, keep_running: bool, console: Console) -> Path | Non
     finally:
         if not keep_running:
             manager.down(settings, report=say)
-    from mlops.report import summarise
-
     summary = summarise(settings, outcome.onset_time, outcome.initial_version)
     console.rule("summary")
     for name, value in summary.as_rows():

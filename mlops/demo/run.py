@@ -20,7 +20,6 @@ happens. Every process this run starts, the initial training included, writes it
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -34,22 +33,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops import store
+from mlops import kafka, store
 from mlops.config import Settings
+from mlops.data.lake import lake_files, read_table
+from mlops.data.publish import publish
+from mlops.data.scenarios import load_scenario
 from mlops.data.schemas import Label, Reading
+from mlops.data.simulator import Simulator
+from mlops.demo.processes import EARLY_ROLES, LIVE_ROLES, QUIET_ENV, Processes, exit_on_sigterm
+from mlops.demo.report import write_report
 from mlops.errors import MlopsError, ServiceError, TrainingError
 from mlops.log import get_logger
+from mlops.monitor.retraining import gate_and_promote
+from mlops.registry.loader import resolve_alias
 from mlops.serve.scorer import DEFAULT_GROUP as SCORER_GROUP
 from mlops.services.process import wait_for
+from mlops.store.results import engine_for, list_results
+
+__all__ = ["LoopRun", "RunOutcome", "loop_events_since", "take_readings", "train_in_subprocess"]
 
 log = get_logger(__name__)
-EARLY_ROLES = ("lake-sink", "api", "scheduler")
-"""The `mlops` commands a run starts first (one process each): they need no champion yet."""
-LIVE_ROLES = ("score", "loop run", "features follow")
-"""Started once the initial model is champion: the scorer serves it, the loop judges against it, and the
-Feast online store follows its predictions (the API's device endpoint reads it)."""
-QUIET_ENV = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-"""No "View run ... at" line from MLflow for every run a process ends."""
 SHOWN_EVENTS = ("trigger", "retrain_started", "retrain_finished", "retrain_failed", "evaluation", "promotion",
                 "rejection", "rollback")
 """Loop events worth a progress line (window results and "not triggered" decisions are too many)."""
@@ -69,87 +72,6 @@ class RunOutcome:
     duration_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     report_path: Path | None = None
-
-
-class Processes:
-    """The ``mlops`` processes of one run; each logs to ``<data_dir>/logs/<role>.log``."""
-
-    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
-        self.settings = settings
-        self.env = env
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def log_path(self, role: str) -> Path:
-        return self.settings.log_dir / f"{role.replace(' ', '-')}.log"
-
-    def start(self, role: str, *args: str) -> None:
-        log_path = self.log_path(role)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as out:
-            self.running[role] = subprocess.Popen(
-                [sys.executable, "-m", "mlops", *role.split(), *args], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
-
-    def check(self) -> None:
-        """Raise if a process died: the run cannot go on without it."""
-        for role, proc in self.running.items():
-            if proc.poll() is not None:
-                tail = self.log_path(role).read_text(errors="replace")[-3000:]
-                raise ServiceError(f"`mlops {role}` exited with code {proc.returncode}:\n{tail}")
-
-    def stop_all(self, timeout_s: float = 60.0) -> list[str]:
-        """Stop every process; return the roles that had to be killed after ``timeout_s``.
-
-        SIGTERM goes to each ``mlops`` process only, so that it stops its own children in order
-        (the loop's Spark JVM must outlive the Python code that talks to it); whatever is left in
-        its process group afterwards, or after the grace time, is killed.
-        """
-        for proc in self.running.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        killed = []
-        for role, proc in self.running.items():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                killed.append(role)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        self.running.clear()
-        return killed
-
-
-def commit_end_offsets(settings: Settings, group: str, topic: str) -> None:
-    """Set ``group``'s committed offsets on ``topic`` to its current end (the group must be idle)."""
-    from confluent_kafka import TopicPartition
-
-    from mlops import kafka
-
-    consumer = kafka.consumer(settings.kafka, group)
-    try:
-        metadata = consumer.list_topics(topic, timeout=30)
-        ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1])
-                for p in metadata.topics[topic].partitions]
-        consumer.commit(offsets=ends, asynchronous=False)
-    finally:
-        consumer.close()
-
-
-def committed_total(settings: Settings, group: str, topic: str) -> int:
-    """Sum over ``topic``'s partitions of ``group``'s committed offsets: the records it has processed."""
-    from confluent_kafka import TopicPartition
-
-    from mlops import kafka
-
-    consumer = kafka.consumer(settings.kafka, group)
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return sum(max(0, tp.offset) for tp in committed)
-    finally:
-        consumer.close()
 
 
 def take_readings(events: Iterator[Reading | Label], count: int) -> Iterator[Reading | Label]:
@@ -190,10 +112,6 @@ def train_in_subprocess(settings: Settings, env: dict[str, str], since: datetime
     return dict(json.loads(output[output.index("{\n"):]))
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 class LoopRun:
     """One demo / end-to-end run. ``report`` receives every progress line."""
 
@@ -221,10 +139,6 @@ class LoopRun:
         self._last_progress = 0.0
 
     def run(self) -> RunOutcome:
-        from mlops.data.publish import publish
-        from mlops.data.scenarios import load_scenario
-        from mlops.data.simulator import Simulator
-
         self._t0 = t0 = time.monotonic()
         scenario = load_scenario(self.scenario_name)
         self._sim = sim = Simulator(scenario, devices=self.devices, seed=self.seed,
@@ -236,7 +150,7 @@ class LoopRun:
         promoted: list[str] = []
         # SIGTERM (a supervisor, `kill`) must stop the processes this run started, as Ctrl-C does:
         # its default action would leave them running.
-        previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm) \
+        previous_handler = signal.signal(signal.SIGTERM, exit_on_sigterm) \
             if threading.current_thread() is threading.main_thread() else None
         try:
             for role in EARLY_ROLES:
@@ -252,7 +166,7 @@ class LoopRun:
             timings["initial_model_s"] = time.monotonic() - t0
             # The history trained the initial model; the scorer starts at the live stream (it still
             # re-reads the history's tail to warm its per-device feature windows).
-            commit_end_offsets(self.settings, SCORER_GROUP, self.settings.kafka.topics.readings)
+            kafka.commit_end_offsets(self.settings.kafka, SCORER_GROUP, self.settings.kafka.topics.readings)
             live_since_id = self._newest_event_id()
             for role in LIVE_ROLES:
                 self.processes.start(role)
@@ -289,8 +203,6 @@ class LoopRun:
         outcome = RunOutcome(scenario.name, onset.event_time if onset else None, initial, promoted,
                              self._serving_version(), sim.readings_emitted, time.monotonic() - t0, timings)
         if self.write_report:
-            from mlops.report import write_report
-
             outcome.report_path = write_report(self.settings, outcome)
         return outcome
 
@@ -305,8 +217,6 @@ class LoopRun:
             self.report(self._stamp(self._progress_line()))
 
     def _wait_lake(self, readings: int) -> None:
-        from mlops.data.lake import lake_files
-
         def rows() -> int:
             return sum(f.rows for f in lake_files(self.settings, "readings"))
 
@@ -315,9 +225,6 @@ class LoopRun:
         self.report(self._stamp(f"lake: {rows()} readings"))
 
     def _train_initial(self) -> str:
-        from mlops.data.lake import read_table
-        from mlops.monitor.retraining import gate_and_promote
-
         readings = read_table(self.settings, "readings")
         since, until = readings["event_time"].min(), readings["event_time"].max()
         log_path = self.processes.log_path("train-initial")
@@ -336,8 +243,6 @@ class LoopRun:
         return version
 
     def _serving_version(self) -> str | None:
-        from mlops.registry.loader import resolve_alias
-
         try:
             return resolve_alias(self.settings)
         except MlopsError:
@@ -399,8 +304,6 @@ class LoopRun:
 
     def _results(self, kind: str | None = None, version: str | None = None, limit: int = 200) -> list[Any]:
         """Newest monitor window results, oldest first, optionally of one kind and model version."""
-        from mlops.store.results import engine_for, list_results
-
         try:
             rows = list_results(engine_for(self.settings), kind=kind, limit=limit)
         except MlopsError as err:  # e.g. SQLite busy while the monitor writes: ask again next time
@@ -441,7 +344,7 @@ class LoopRun:
 
     def _progress_line(self) -> str:
         try:  # the scorer commits its input offsets with every transaction: what it has scored
-            scored = str(committed_total(self.settings, SCORER_GROUP, self.settings.kafka.topics.readings)
+            scored = str(kafka.committed_total(self.settings.kafka, SCORER_GROUP, self.settings.kafka.topics.readings)
                          - self._history_published)
         except Exception as err:  # KafkaException and timeouts alike: the next line will tell
             log.warning("cannot read the scorer's offsets", error=str(err))
