@@ -4,7 +4,9 @@
 - :mod:`~mlops.demo.run`: :class:`LoopRun`, the engine: history, initial model, live stream, the
   loop's retraining and promotion, progress lines;
 - :mod:`~mlops.demo.processes`: the ``mlops`` processes a run starts and stops;
-- :mod:`~mlops.demo.report`: the loop report (:func:`summarise`, HTML with plots).
+- :mod:`~mlops.demo.report`: the loop report (:func:`summarise`, HTML with plots);
+- :mod:`~mlops.demo.window_tables`: its tables: every window linking its Evidently report, and the
+  versions' realised metrics side by side.
 """
 
 from mlops.demo.command import as_environment, demo_overrides, run_demo

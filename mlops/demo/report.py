@@ -1,8 +1,10 @@
-"""The loop report: what the monitor saw and what the loop did, as PNG plots in one HTML page.
+"""The loop report: what the monitor saw and what the loop did, as PNG plots and tables in one HTML page.
 
 Reads only what the running system recorded: the monitor's ``window_results``, the audit trail
 ``loop_events`` and the model registry. Loop events carry wall-clock times; they are placed on the
-event-time axis at the end of the newest window the monitor had saved by then.
+event-time axis at the end of the newest window the monitor had saved by then. The tables of
+windows (each linking its Evidently report by a relative path) and of the versions' realised metrics
+side by side are built by :mod:`mlops.demo.window_tables`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,21 @@ from typing import Any
 from mlops import store
 from mlops.clock import as_utc
 from mlops.config import Settings
+from mlops.demo.window_tables import realised_table, version_key, windows_table
 from mlops.errors import MlopsError
 from mlops.mlflow import tracking_client
 from mlops.registry.catalog import list_versions
 from mlops.store.results import engine_for, list_results
 
 __all__ = ["LoopSummary", "plot_timeline", "plot_versions", "summarise", "write_report"]
+
+REALISED_CAPTION = (
+    "Realised metrics on live labels, one row per performance window, one column group per model version. "
+    "The served version's figures are those of its own decisions. In the windows after a change of champion the "
+    "monitor also scores the replaced model on the same events, so both stand in the same row; the replaced "
+    "version is the one the audit trail's promotion of the served version names. Elsewhere the store records "
+    "only the served version, so each version's columns are filled in the windows it served, aligned by event "
+    "time. '-': not computed (a window with fewer than {positives} positive labels is not judged).")
 
 MARKED_EVENTS = {"trigger": ("darkorange", "trigger"), "retrain_started": ("tab:purple", "retraining started"),
                  "promotion": ("tab:green", "promotion"), "rejection": ("tab:red", "rejection"),
@@ -141,10 +152,6 @@ def summarise(settings: Settings, onset: datetime | None, initial_version: str |
     )
 
 
-def _version_key(version: str) -> int:
-    return int(version) if version.isdigit() else 0
-
-
 def _pyplot() -> Any:
     import matplotlib  # heavy
 
@@ -164,7 +171,7 @@ def plot_timeline(settings: Settings, onset: datetime | None, path: Path) -> Pat
     perf = [w for w in windows if w.kind == "performance" and w.metrics]
     metric = settings.policy.primary_metric
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
-    versions = sorted({w.model_version for w in windows}, key=_version_key)
+    versions = sorted({w.model_version for w in windows}, key=version_key)
     for colour, version in zip(VERSION_COLOURS * 4, versions, strict=False):
         d = [w for w in drift if w.model_version == version]
         p = [(w.end_time, w.metrics or {}) for w in perf if w.model_version == version and metric in (w.metrics or {})]
@@ -221,7 +228,7 @@ def plot_versions(settings: Settings, versions: list[Any], path: Path) -> Path:
     """Lineage over event time: per model version the data it was trained on and when it served."""
     plt = _pyplot()
     windows = list_results(engine_for(settings))
-    ordered = sorted(versions, key=lambda v: _version_key(v.version))
+    ordered = sorted(versions, key=lambda v: version_key(v.version))
     fig, axis = plt.subplots(figsize=(12, 1.2 + 0.7 * max(1, len(ordered))))
     labels = []
     for row, (colour, info) in enumerate(zip(VERSION_COLOURS * 4, ordered, strict=False)):
@@ -290,14 +297,17 @@ def write_report(settings: Settings, outcome: Any) -> Path:
         lineage = f"<p>model registry unavailable: {html.escape(str(err))}</p>"
     summary = summarise(settings, outcome.onset_time, outcome.initial_version)
     events = [e for e in store.list_events(settings) if e.kind not in ("window_result", "not_triggered")]
-    windows = [w for w in list_results(engine_for(settings)) if w.report_html]
+    windows = list_results(engine_for(settings))
     promoted = ", ".join("v" + v for v in outcome.promoted_versions) or "none"
     summary_rows = "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in summary.as_rows())
     event_rows = "".join(
-        f"<tr><td>{e.time:%H:%M:%S}</td><td>{e.kind}</td><td>{e.model_version or ''}</td><td>{e.actor or ''}</td>"
+        f"<tr><td>{e.time:%H:%M:%S}</td><td>{html.escape(e.kind)}</td><td>{html.escape(e.model_version or '')}</td>"
+        f"<td>{html.escape(e.actor or '')}</td>"
         f"<td>{html.escape((e.reason or '')[:200])}</td>"
         f"<td>{_link(_run_link(settings, e.run_id, experiments), 'run')}</td></tr>" for e in events)
-    report_links = " ".join(f'<a href="file://{w.report_html}">{w.window_id}</a>' for w in windows)
+    policy = settings.policy
+    window_rows = windows_table(windows, out, policy.drift_threshold, policy.primary_metric)
+    realised = realised_table(windows, store.list_events(settings, kinds=["promotion"]), policy.primary_metric)
     monitor_runs = " ".join(_link(_run_link(settings, run_id, experiments), run_id[:8])
                             for run_id in dict.fromkeys(w.session_run_id for w in windows if w.session_run_id))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mlops loop report</title>
@@ -313,8 +323,10 @@ v{outcome.serving_version}. MLflow UI: <a href="{settings.mlflow.tracking_uri}">
 <h2>Loop events</h2><table>
 <tr><th>time</th><th>event</th><th>version</th><th>actor</th><th>reason</th><th>MLflow</th></tr>
 {event_rows}</table>
-<h2>Evidently reports per window</h2><p>Monitor runs in MLflow (metrics per window, reports as artifacts):
-{monitor_runs or 'none'}</p><p>{report_links or 'none'}</p>
+<h2>Realised metrics per model version</h2>
+<p>{html.escape(REALISED_CAPTION.format(positives=policy.min_window_positives))}</p>{realised}
+<h2>Monitor windows and their Evidently reports</h2><p>Monitor runs in MLflow (metrics per window, reports as
+artifacts): {monitor_runs or 'none'}</p>{window_rows}
 </body></html>"""
     index = out / "index.html"
     index.write_text(page)
