@@ -1,21 +1,29 @@
-"""Benchmark of the streaming scorer on the running broker and MLflow (`mlops services up`).
+"""Benchmark of the streaming scorer and a Spark peer on the running broker and MLflow (`mlops services up`).
 
-    .venv/bin/python bench/scorer.py [--readings 20000] [--naive 300] [--rate 2000] [--seconds 10]
+    .venv/bin/python bench/scorer.py [--readings 20000] [--naive 300] [--spark-readings 40000]
+                                     [--group-readings 60000] [--rate 2000] [--seconds 10]
                                      [--warmup 2] [--repeats 3]
 
-On one broker and one unique readings topic per run it measures
-  (a) a bare confluent-kafka consumer reading the topic, no processing (and, for reference, the same
-      consumer json-decoding each value: the floor of any Python consumer that looks at its data);
-  (b) the scorer with exactly-once on (one transaction per micro-batch);
+On one broker it measures, each on unique topics:
+  (a) a consumer that decodes every value with the scorer's decoder (`parse_reading`), and for
+      reference the bare consumer that does nothing with the bytes;
+  (b) the scorer with exactly-once on (one transaction per micro-batch), in this process;
   (c) a naive loop: the same scorer with one reading per transaction;
-and prints the throughput ratios b/a and b/c (medians of the repeats), then the p50/p99 latency from
-produce to committed prediction (read_committed) at a fixed input rate, after a warm-up at that rate
-(medians of the repeats). Prints figures; never passes or fails.
+  (d) a Spark Structured Streaming peer (bench/peers/spark_scorer.py) scoring the same readings with
+      the same decoder, model, feature kernel and prediction encoder; its predictions are checked
+      against the batch path's features;
+  (e) 1 and then 2 `mlops score` processes in one consumer group on a 4-partition topic;
+then the latency from produce to committed prediction (read_committed) at a fixed input rate, after
+a warm-up at that rate, of (b) as its own `mlops score` process and of (d). Throughputs count from
+the end of the first batch to the end of the last, so start-up is left out; (e) counts from the
+first prediction's record time to the last's. Medians of the repeats. Prints figures; never passes
+or fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -23,15 +31,25 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings, load_settings
+from mlops.data.schemas import parse_reading
+from mlops.errors import ValidationError
+from mlops.features.compute import features_frame
 from mlops.serve.scorer import Scorer
 from mlops.testing import (
+    SPEC,
     CommittedReader,
     fleet_readings,
     produce_readings,
@@ -42,26 +60,115 @@ from mlops.testing import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+SPARK_PEER = REPO / "bench" / "peers" / "spark_scorer.py"
 
 
-def bare_consumer(settings: Settings, count: int, decode: bool = False) -> float:
-    """Readings per second of a consumer that only reads (with ``decode``: and json-decodes each value)."""
+def consumer_rate(settings: Settings, count: int, decode: Callable[[bytes | None], Any] | None = None) -> float:
+    """Readings per second of a consumer that only reads (with ``decode``: and decodes each value with it)."""
     consumer = kafka.consumer(settings.kafka, unique("bench-bare"))
     consumer.subscribe([settings.kafka.topics.readings])
     seen, started = 0, 0.0
     while seen < count:
         messages = consumer.consume(1000, 1.0)
         if messages and not started:
-            started = time.perf_counter()
-            seen -= 0  # the first batch counts from its arrival
+            started = time.perf_counter()  # the first batch counts from its arrival
         good = [m for m in messages if m.error() is None]
-        if decode:
+        if decode is not None:
             for m in good:
-                json.loads(m.value())
+                decode(m.value())
         seen += len(good)
     elapsed = time.perf_counter() - started
     consumer.close()
     return count / elapsed
+
+
+def _subprocess_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings_env(settings), "MLOPS_CONFIG_DIR": str(REPO / "configs")}
+
+
+def spark_rate(settings: Settings, count: int, per_trigger: int) -> tuple[float, int]:
+    """Readings per second of the Spark peer over ``count`` readings already on the topic, from the end
+    of its first micro-batch to the end of its last, and how many of its predictions match the batch
+    path's features (checked once the peer has stopped)."""
+    with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp:
+        report = Path(tmp) / "progress.json"
+        with (settings.data_dir / "bench-spark-peer.log").open("ab") as log:
+            subprocess.run([sys.executable, str(SPARK_PEER), "--max-readings", str(count),
+                            "--max-per-trigger", str(per_trigger), "--report", str(report)],
+                           env=_subprocess_env(settings), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                           check=True, timeout=900)
+        progress = json.loads(report.read_text())
+    batches = [(datetime.fromisoformat(p["timestamp"]).timestamp() + p["durationMs"]["triggerExecution"] / 1000,
+                p["numInputRows"]) for p in progress if p["numInputRows"]]
+    (first_end, _rows), (last_end, _) = batches[0], batches[-1]
+    rate = sum(rows for _end, rows in batches[1:]) / (last_end - first_end)
+    return rate, _matching_predictions(settings)
+
+
+def _matching_predictions(settings: Settings) -> int:
+    """How many predictions on the topic carry the features the batch path computes for their reading."""
+    readings = CommittedReader(settings, settings.kafka.topics.readings)
+    readings.drain()
+    expected = features_frame(pd.DataFrame([parse_reading(json.dumps(r)).to_row() for r in readings.records]),
+                              SPEC).set_index(["device_id", "cycle"])
+    readings.close()
+    predictions = CommittedReader(settings, settings.kafka.topics.predictions)
+    predictions.drain()
+    names = SPEC.feature_names()
+    matching = 0
+    for p in predictions.records:
+        row = expected.loc[(p["device_id"], p["cycle"]), names].to_numpy(dtype=float)
+        matching += bool(np.allclose([p["features"][n] for n in names], row, rtol=1e-9, atol=1e-9))
+    predictions.close()
+    return matching
+
+
+def group_rate(base: Settings, processes: int, count: int) -> float:
+    """Readings per second of ``processes`` `mlops score` processes in one consumer group, on a topic
+    holding ``count`` readings: from the first prediction's record time to the last's.
+
+    They are started together, so they join the group's first generation (the broker waits
+    ``group.initial.rebalance.delay.ms`` for more members) and split the partitions from the start."""
+    settings = scorer_settings(base, unique("bench-group"))
+    register_model(settings)
+    produce_readings(settings, fleet_readings(devices=200, cycles=range(1, count // 200 + 1)))
+    group = unique("bench-group")
+    env = _subprocess_env(settings)
+    with (settings.data_dir / "bench-scorer-group.log").open("ab") as log:
+        members = [subprocess.Popen([sys.executable, "-m", "mlops", "score", "--group", group, "--instance", str(i)],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+                   for i in range(processes)]
+        try:
+            deadline = time.monotonic() + 600
+            while kafka.committed_total(settings.kafka, group, settings.kafka.topics.readings) < count:
+                if time.monotonic() > deadline or any(m.poll() is not None for m in members):
+                    raise RuntimeError(f"{processes} scorers did not commit {count} readings; see {log.name}")
+                time.sleep(0.5)  # a progress poll, not a synchronisation: the condition is checked above
+        finally:
+            for member in members:
+                member.send_signal(signal.SIGTERM)
+            for member in members:
+                member.wait(60)
+    stamps = _committed_record_times(settings, settings.kafka.topics.predictions)
+    if len(stamps) != count:
+        print(f"(e) {processes} processes: {len(stamps)} predictions for {count} readings", flush=True)
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def _committed_record_times(settings: Settings, topic: str) -> list[float]:
+    """The record times (s) of every committed record of a transactional topic, sorted.
+
+    Read until every partition's position reaches its high watermark (offsets count the
+    transactions' markers too, so the records do not add up to the watermarks)."""
+    consumer = kafka.consumer(settings.kafka, unique("bench-ts"))
+    parts = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+    highs = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+    consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
+    stamps: list[float] = []
+    while any(tp.offset < highs[tp.partition] for tp in consumer.position(parts)):
+        stamps += [m.timestamp()[1] / 1000 for m in consumer.consume(1000, 0.5) if m.error() is None]
+    consumer.close()
+    return sorted(stamps)
 
 
 def scorer_rate(settings: Settings, count: int, batch_size: int | None = None) -> float:
@@ -74,13 +181,15 @@ def scorer_rate(settings: Settings, count: int, batch_size: int | None = None) -
     return (last_count - first_count) / (last_at - first_at)
 
 
-def latency(settings: Settings, rate: float, seconds: float, warmup_s: float = 2.0) -> tuple[float, float, int]:
+def latency(settings: Settings, rate: float, seconds: float, warmup_s: float, command: Sequence[str]
+            ) -> tuple[float, float, int]:
     """p50 and p99 (ms) from produce (record timestamp) to arrival of the committed prediction.
 
-    The scorer runs as its own `mlops score` process, as in production, so that the load generator
-    and the reader in this process do not share its interpreter. The first ``warmup_s`` of traffic
-    at the rate are not counted: they cover the scorer's start-up work (the model watcher's first
-    registry call, first calls of each batch shape), not its steady state.
+    The scorer (``command``: `mlops score` or the Spark peer) runs as its own process, as in
+    production, so that the load generator and the reader in this process do not share its
+    interpreter. The first ``warmup_s`` of traffic at the rate are not counted: they cover the
+    scorer's start-up work (the model watcher's first registry call, first calls of each batch
+    shape), not its steady state.
     """
     total = int(rate * (warmup_s + seconds))
     readings = fleet_readings(devices=200, cycles=range(1, total // 200 + 3))
@@ -91,10 +200,9 @@ def latency(settings: Settings, rate: float, seconds: float, warmup_s: float = 2
     for r in readings[:200]:
         producer.produce(settings.kafka.topics.readings, value=json.dumps(r).encode(), key=r["device_id"])
     producer.flush(30)
-    env = {**os.environ, **settings_env(settings), "MLOPS_CONFIG_DIR": str(REPO / "configs")}
     log = (settings.data_dir / "bench-scorer.log").open("ab")
-    scorer = subprocess.Popen([sys.executable, "-m", "mlops", "score", "--group", unique("bench-lat")],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    scorer = subprocess.Popen(list(command), env=_subprocess_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                              cwd=REPO)
     try:
         # A reader that asks the broker for news every 10 ms, not the default 500 ms, and is polled
         # with a 1 ms timeout (a longer poll would stamp arrivals late): it measures the scorer.
@@ -120,7 +228,7 @@ def latency(settings: Settings, rate: float, seconds: float, warmup_s: float = 2
         scorer.send_signal(signal.SIGTERM)
         scorer.wait(60)
         log.close()
-    produced = _timestamps(settings)
+    produced = _timestamps(settings, settings.kafka.topics.readings)
     timeline = []
     for p, arrived in zip(out.records, out.received_at, strict=True):
         at = produced[(p["source"]["partition"], p["source"]["offset"])]
@@ -134,8 +242,8 @@ def latency(settings: Settings, rate: float, seconds: float, warmup_s: float = 2
     return delays[len(delays) // 2], delays[int(len(delays) * 0.99)], len(delays)
 
 
-def _timestamps(settings: Settings) -> dict[tuple[int, int], float]:
-    topic = settings.kafka.topics.readings
+def _timestamps(settings: Settings, topic: str) -> dict[tuple[int, int], float]:
+    """The record time (s) of every record of ``topic``, by (partition, offset)."""
     consumer = kafka.consumer(settings.kafka, unique("bench-ts"))
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
@@ -144,15 +252,34 @@ def _timestamps(settings: Settings) -> dict[tuple[int, int], float]:
     while len(out) < total:
         for m in consumer.consume(1000, 1.0):
             if m.error() is None:
-                out[(m.partition(), m.offset())] = m.timestamp()[1] / 1000
+                out[(m.partition() or 0, m.offset() or 0)] = m.timestamp()[1] / 1000
     consumer.close()
     return out
+
+
+def _latency_runs(base: Settings, args: argparse.Namespace, what: str, command: Sequence[str]
+                  ) -> tuple[float, float, int]:
+    runs = []
+    for _ in range(args.repeats):  # a new topic and scorer process per run
+        settings = scorer_settings(base, unique("bench-lat"))
+        register_model(settings)
+        runs.append(latency(settings, args.rate, args.seconds, args.warmup, command))
+        print(f"{what} latency run {len(runs)}: p50 {runs[-1][0]:.1f} ms  p99 {runs[-1][1]:.1f} ms", flush=True)
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), runs[0][2]
+
+
+def _decodes(raw: bytes | None) -> None:
+    with contextlib.suppress(ValidationError):  # all valid here; a dead letter would cost no more
+        parse_reading(raw)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=20_000)
     parser.add_argument("--naive", type=int, default=300)
+    parser.add_argument("--spark-readings", type=int, default=40_000, help="readings of one Spark peer run")
+    parser.add_argument("--spark-trigger", type=int, default=10_000, help="the Spark peer's maxOffsetsPerTrigger")
+    parser.add_argument("--group-readings", type=int, default=60_000, help="readings of one (e) run")
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured length of one latency run")
     parser.add_argument("--warmup", type=float, default=2.0, help="traffic at the rate before measuring")
@@ -161,38 +288,49 @@ def main() -> None:
 
     os.environ.setdefault("MLOPS_CONFIG_DIR", str(REPO / "configs"))  # the repo's profiles, from any directory
     base = load_settings("local")
-    tag = unique("bench")
-    settings = scorer_settings(base, tag)
+    settings = scorer_settings(base, unique("bench"))
     register_model(settings)
     produce_readings(settings, fleet_readings(devices=200, cycles=range(1, args.readings // 200 + 1)))
     count = (args.readings // 200) * 200
-    bare, decoding, eos, naive = [], [], [], []
+    spark_readings = fleet_readings(devices=200, cycles=range(1, args.spark_readings // 200 + 1))
+    bare, decoding, eos, naive, spark, one, two = [], [], [], [], [], [], []
+    checked = []
     for i in range(args.repeats):
-        bare.append(bare_consumer(settings, count))
-        decoding.append(bare_consumer(settings, count, decode=True))
+        bare.append(consumer_rate(settings, count))
+        decoding.append(consumer_rate(settings, count, decode=_decodes))
         eos.append(scorer_rate(settings, count))
         naive.append(scorer_rate(settings, args.naive, batch_size=1))
-        print(f"repeat {i + 1}: bare {bare[-1]:,.0f}/s  bare+json {decoding[-1]:,.0f}/s  scorer {eos[-1]:,.0f}/s  "
-              f"naive {naive[-1]:,.0f}/s", flush=True)
-    a, b, c = statistics.median(bare), statistics.median(eos), statistics.median(naive)
-    d = statistics.median(decoding)
-    print(f"(a) bare consumer   {a:12,.0f} readings/s")
-    print(f"    + json.loads    {d:12,.0f} readings/s   (reference: decoding alone, no validation or scoring)")
-    print(f"(b) scorer, EOS     {b:12,.0f} readings/s")
-    print(f"(c) naive, 1/txn    {c:12,.0f} readings/s")
-    print(f"b/a = {b / a:.2f}   (target >= 0.5)")
+        peer = scorer_settings(base, unique("bench-spark"))  # topics of its own: its predictions are checked
+        register_model(peer)
+        produce_readings(peer, spark_readings)
+        rate, matching = spark_rate(peer, len(spark_readings), args.spark_trigger)
+        spark.append(rate)
+        checked.append(matching)
+        one.append(group_rate(base, 1, args.group_readings))
+        two.append(group_rate(base, 2, args.group_readings))
+        print(f"repeat {i + 1}: bare {bare[-1]:,.0f}/s  decode {decoding[-1]:,.0f}/s  scorer {eos[-1]:,.0f}/s  "
+              f"naive {naive[-1]:,.0f}/s  spark {spark[-1]:,.0f}/s ({checked[-1]:,} of {len(spark_readings):,} "
+              f"predictions match the batch features)  1 process {one[-1]:,.0f}/s  2 processes {two[-1]:,.0f}/s",
+              flush=True)
+    a, b, c = statistics.median(decoding), statistics.median(eos), statistics.median(naive)
+    d, e1, e2 = statistics.median(spark), statistics.median(one), statistics.median(two)
+    print(f"    bare consumer       {statistics.median(bare):12,.0f} readings/s   (reference: no processing)")
+    print(f"(a) + parse_reading     {a:12,.0f} readings/s   (the scorer's decoder, nothing else)")
+    print(f"(b) scorer, EOS         {b:12,.0f} readings/s   (target >= 100,000)")
+    print(f"(c) naive, 1/txn        {c:12,.0f} readings/s")
+    print(f"(d) spark peer          {d:12,.0f} readings/s   (maxOffsetsPerTrigger {args.spark_trigger:,})")
+    print(f"(e) 1 `mlops score`     {e1:12,.0f} readings/s")
+    print(f"    2 in one group      {e2:12,.0f} readings/s   (2/1 = {e2 / e1:.2f})")
+    print(f"b/a = {b / a:.2f}")
     print(f"b/c = {b / c:.1f}   (target >= 20)")
-    print(f"b/(a+json) = {b / d:.2f}")
-    runs = []
-    for _ in range(args.repeats):  # a new topic and scorer process per run
-        lat_settings = scorer_settings(base, unique("bench-lat"))
-        register_model(lat_settings)
-        runs.append(latency(lat_settings, args.rate, args.seconds, args.warmup))
-        print(f"latency run {len(runs)}: p50 {runs[-1][0]:.1f} ms  p99 {runs[-1][1]:.1f} ms", flush=True)
-    p50, p99 = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-    print(f"latency at {args.rate:,.0f} readings/s ({runs[0][2]:,} readings per run after a {args.warmup:g}s "
-          f"warm-up, `mlops score` process, median of {len(runs)}): p50 {p50:.1f} ms  p99 {p99:.1f} ms   "
-          f"(target p99 < 100 ms)")
+    print(f"b/d = {b / d:.1f}   (target >= 10)")
+    score = [sys.executable, "-m", "mlops", "score", "--group", unique("bench-lat")]
+    lat_b = _latency_runs(base, args, "scorer", score)
+    lat_d = _latency_runs(base, args, "spark peer", [sys.executable, str(SPARK_PEER)])
+    for what, (p50, p99, n) in (("(b) scorer", lat_b), ("(d) spark peer", lat_d)):
+        print(f"latency {what} at {args.rate:,.0f} readings/s ({n:,} readings per run after a {args.warmup:g}s "
+              f"warm-up, own process, median of {args.repeats}): p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+    print(f"p99(b)/p99(d) = {lat_b[1] / lat_d[1]:.3f}   (target <= 0.05)")
 
 
 if __name__ == "__main__":

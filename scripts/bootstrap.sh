@@ -34,5 +34,5 @@ fi
 
 .venv/bin/python scripts/drop_feast_mlflow_plugin.py
 
-echo "bootstrap: resolving the Apache Kafka broker's jars (once, then cached)"
+echo "bootstrap: resolving the Apache Kafka broker's jars and Spark's Kafka connector (once, then cached)"
 .venv/bin/mlops services fetch

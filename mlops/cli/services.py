@@ -70,10 +70,13 @@ def demo(profile: ProfileOption = None,
 
 @app.command()
 def fetch() -> None:
-    """Resolve the Apache Kafka broker's jars from Maven Central into the cache (once)."""
+    """Resolve the Apache Kafka broker's jars and Spark's Kafka connector from Maven Central into the cache (once)."""
+    from mlops.services import spark_kafka
     from mlops.services.kafka_broker import kafka_version, resolve_jars
 
     console.print(f"kafka {kafka_version()} jars: {resolve_jars()}")
+    console.print(f"spark kafka connector {spark_kafka.connector_version()} jars: {spark_kafka.jars_dir()} "
+                  f"({len(spark_kafka.resolve_jars())} jars)")
 
 
 @app.command()

@@ -13,14 +13,11 @@ from Maven Central into a cache directory once (``~/.cache/mlops-loop/kafka-<ver
 from __future__ import annotations
 
 import base64
-import hashlib
-import os
 import re
 import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -28,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 
 from mlops.config import KafkaSettings, Settings
 from mlops.errors import ServiceError
+from mlops.services import maven
 from mlops.services.process import LocalService, require_free_port, stop_together, tail, wait_for
 
 __all__ = [
@@ -62,48 +60,23 @@ _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def pom_path() -> Path:
-    return Path(str(resources.files("mlops.services") / "kafka" / "pom.xml"))
+    return maven.pom_path("kafka")
 
 
 def kafka_version() -> str:
-    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom_path().read_text())
-    if not match:
-        raise ServiceError(f"{pom_path()}: no <kafka.version> property")
-    return match.group(1)
+    return maven.pom_property(pom_path(), "kafka.version")
 
 
 def jars_dir() -> Path:
-    root = os.environ.get("MLOPS_KAFKA_JARS_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "mlops-loop"
-    # The pom's digest is part of the name, so that changing its dependencies re-resolves them.
-    digest = hashlib.sha256(pom_path().read_bytes()).hexdigest()[:8]
-    return base / f"kafka-{kafka_version()}-{digest}"
+    return maven.cache_dir(pom_path(), f"kafka-{kafka_version()}")
 
 
 def resolve_jars() -> Path:
     """Copy the broker's runtime jars into the cache directory once; return it."""
-    target = jars_dir()
-    marker = target / ".complete"
-    if marker.exists():
-        return target
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ServiceError("kafka: Maven ('mvn') is not installed; it is needed once to fetch the broker's jars")
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    result = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(pom_path()), "dependency:copy-dependencies",
-         f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0:
-        raise ServiceError(
-            f"kafka: Maven could not resolve Apache Kafka {kafka_version()} jars:\n{result.stdout[-2000:]}"
-        )
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    marker.write_text(kafka_version())
-    return target
+    try:
+        return maven.copy_dependencies(pom_path(), jars_dir(), f"Apache Kafka {kafka_version()}")
+    except ServiceError as err:
+        raise ServiceError(f"kafka: {err}") from err
 
 
 def check_java() -> str:
