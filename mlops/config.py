@@ -388,6 +388,11 @@ class TrainSettings(_Section):
     calibration_folds: int = Field(3, ge=2)
     reference_rows: int = Field(2000, ge=10)
     """Training rows stored with the model as the drift monitor's reference data."""
+    max_rows: int = Field(500_000, ge=1000)
+    """Most labelled rows collected to the driver for the search: a larger training set is sampled in Spark
+    first, per label (the positive rate is kept) and deterministically from ``seed``
+    (:func:`mlops.train.sample.stratified_sample`). The default leaves fleets of up to ~50 devices over
+    7 days at one reading a minute unsampled."""
     window: Duration = timedelta(days=7)
     """Training window when the command gives neither --window nor --since/--until."""
 

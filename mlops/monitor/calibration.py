@@ -164,18 +164,23 @@ def null_windows(rows: pd.DataFrame, features: Sequence[str], window_size: int, 
 
 def calibrate(rows: pd.DataFrame, features: Sequence[str], *, window_size: int, false_alarm_rate: float,
               reference_rows: int, seed: int = 0, hop: int | None = None,
-              distance: Callable[[pd.Series, pd.Series], float] | None = None) -> DriftCalibration:
+              distance: Callable[[pd.Series, pd.Series], float] | None = None,
+              sample_fraction: float = 1.0) -> DriftCalibration:
     """Calibrate the drift statistic on ``rows`` (features and ``event_time``, in event-time order).
 
     ``reference_rows``: the size of the model's reference sample (each null window is judged against
-    a sample of that size). Raises ValidationError when the rows are too few for ``MIN_NULL_WINDOWS``.
+    a sample of that size). ``sample_fraction``: the share of the stream's readings ``rows`` holds (a
+    training set sampled by ``train.max_rows``); the windows per day are counted at the stream's rate.
+    Raises ValidationError when the rows are too few for ``MIN_NULL_WINDOWS``.
     """
 
     if false_alarm_rate <= 0:
         raise ValidationError(f"drift calibration: false_alarm_rate {false_alarm_rate} must be positive")
     hop = hop or max(1, int(window_size * HOP_FRACTION))
     rows = rows.sort_values("event_time", kind="stable").reset_index(drop=True)
-    per_day = windows_per_day(rows["event_time"], hop)
+    if not 0 < sample_fraction <= 1:
+        raise ValidationError(f"drift calibration: sample_fraction {sample_fraction} must be in (0, 1]")
+    per_day = windows_per_day(rows["event_time"], hop) / sample_fraction
     nulls = null_windows(rows, features, window_size, hop, reference_rows, seed, distance or drift_score)
     if len(nulls) < MIN_NULL_WINDOWS:
         raise ValidationError(f"drift calibration: {len(rows)} rows give {len(nulls)} null windows of "
@@ -190,18 +195,19 @@ def calibrate(rows: pd.DataFrame, features: Sequence[str], *, window_size: int, 
 
 
 def calibrate_for_policy(rows: pd.DataFrame, features: Sequence[str], policy: PolicySettings, *,
-                         reference_rows: int, seed: int = 0) -> DriftCalibration:
+                         reference_rows: int, seed: int = 0, sample_fraction: float = 1.0) -> DriftCalibration:
     """The calibration a model trained on ``rows`` gets: windows as ``policy`` makes them, at its false-alarm rate.
 
-    In ``time`` mode the window size is the readings a ``window_seconds`` window holds at the rows' own rate.
+    In ``time`` mode the window size is the readings a ``window_seconds`` window holds at the stream's rate:
+    the rows' own rate, divided by ``sample_fraction`` when they are a sample of the stream's readings.
     """
     window = policy.window_size
     if policy.window_mode == "time":
         times = pd.to_datetime(rows["event_time"], utc=True)
         span_s = (times.max() - times.min()).total_seconds()
-        window = max(10, round(len(rows) / max(span_s, 1.0) * policy.window_seconds))
+        window = max(10, round(len(rows) / sample_fraction / max(span_s, 1.0) * policy.window_seconds))
     return calibrate(rows, features, window_size=window, false_alarm_rate=policy.false_alarm_rate,
-                     reference_rows=reference_rows, seed=seed)
+                     reference_rows=reference_rows, seed=seed, sample_fraction=sample_fraction)
 
 
 def lognormal_quantile(values: np.ndarray, q: float) -> float:

@@ -14,7 +14,9 @@ Steps, all in event time ``since <= t < until``:
    are also written as Feast's feature table, which the feature view, ``mlops features
    materialize`` and the online store read.
 
-Only the finished training rows are collected to the driver.
+Only the finished training rows are collected to the driver; more than ``train.max_rows`` of them
+are first sampled in Spark, per label and deterministically from ``train.seed``
+(:func:`mlops.train.sample.stratified_sample`), and only the sampled rows are joined and collected.
 
 Sensors come from ``features.sensors`` or, when unset, every sensor column of the window that has
 no gaps and is not constant (C-MAPSS has several constant sensors). Readings are those of the
@@ -38,6 +40,7 @@ from mlops.errors import TrainingError
 from mlops.features import feast_repo
 from mlops.features.compute import FeatureSpec, infer_sensors
 from mlops.features.spark import point_in_time, select_device_types, spark_features, spark_labels, write_feature_table
+from mlops.train.sample import Sample, stratified_sample
 from mlops.train.split import LABEL
 
 if TYPE_CHECKING:
@@ -95,7 +98,11 @@ class TableLineage:
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Labelled feature rows of one window (sorted by event time, device) and where they came from."""
+    """Labelled feature rows of one window (sorted by event time, device) and where they came from.
+
+    ``frame`` holds the rows the search gets: the whole training set, or its sample when the set has more
+    than ``train.max_rows`` rows (``sample`` says how it was drawn and how large the whole set was).
+    """
 
     frame: pd.DataFrame
     spec: FeatureSpec
@@ -104,10 +111,12 @@ class TrainingSet:
     readings: TableLineage
     labels: TableLineage
     feature_views: tuple[str, ...] = field(default_factory=tuple)
+    sample: Sample | None = None
 
     @property
     def digest(self) -> str:
-        """Content digest of the labelled feature rows themselves."""
+        """Content digest of the labelled feature rows themselves (the sample's, when sampled: the rows
+        the model learnt from; the lake digests, window, config and sample parameters identify the whole set)."""
         hashed = pd.util.hash_pandas_object(self.frame, index=False).to_numpy()
         return "sha256:" + hashlib.sha256(hashed.tobytes()).hexdigest()
 
@@ -124,6 +133,7 @@ class TrainingSet:
             "lineage.feature_views": ",".join(self.feature_views) or "none",
             **self.readings.tags(),
             **self.labels.tags(),
+            **(self.sample.tags() if self.sample is not None else {}),
         }
 
 
@@ -175,7 +185,9 @@ def build_training_set(settings: Settings, spark: SparkSession, since: datetime,
     Spark computes the features per device, labels each reading from the late ground truth per device
     (:func:`~mlops.features.spark.spark_labels`) and joins the labelled readings with the features point
     in time (:func:`~mlops.features.spark.point_in_time`). The features are also written as Feast's
-    feature table (the registry and online store read it); only the finished rows reach the driver.
+    feature table (the registry and online store read it); only the finished rows reach the driver,
+    sampled in Spark beforehand when there are more than ``train.max_rows`` of them
+    (:func:`~mlops.train.sample.stratified_sample`).
     """
     from pyspark.sql import functions as F  # heavy
 
@@ -192,9 +204,13 @@ def build_training_set(settings: Settings, spark: SparkSession, since: datetime,
     try:
         labels = _labels(spark, label_files).where(in_window)
         labelled = spark_labels(features.select(*KEY_COLUMNS), labels, settings.features.horizon_cycles,
-                                settings.features.cycle_seconds)
-        joined = point_in_time(labelled, features, spec.feature_names())
-        frame: pd.DataFrame = joined.toPandas()
+                                settings.features.cycle_seconds).persist()  # counted per label, then sampled
+        try:
+            entities, sample = stratified_sample(labelled, settings.train.max_rows, settings.train.seed)
+            joined = point_in_time(entities, features, spec.feature_names())
+            frame: pd.DataFrame = joined.toPandas()
+        finally:
+            labelled.unpersist()
         write_feature_table(settings, features, spec)
         feast_repo.apply(settings, spec)
         counts = (features.count(), labels.count())
@@ -212,7 +228,7 @@ def build_training_set(settings: Settings, spark: SparkSession, since: datetime,
         frame=frame, spec=spec, since=since, until=until,
         readings=TableLineage("readings", root, reading_files, counts[0]),
         labels=TableLineage("labels", root, label_files, counts[1]),
-        feature_views=(feast_repo.FEATURE_VIEW,),
+        feature_views=(feast_repo.FEATURE_VIEW,), sample=sample,
     )
 
 

@@ -356,6 +356,7 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
         "validation_fraction": str(cfg.validation_fraction), "horizon_cycles": str(settings.features.horizon_cycles),
         "window": str(training.spec.window), "primary_metric": settings.policy.primary_metric,
         "search_space": search_space[:6000], **search_space_params(cfg.search_space),
+        **(training.sample.params(len(training.frame)) if training.sample is not None else {}),
     })
     mlflow.log_metrics({**{f"val_{k}": metrics[k] for k in METRIC_NAMES if not np.isnan(metrics[k])},
                         "train_rows": len(split.train), "validation_rows": len(split.validation),
@@ -378,8 +379,9 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
 
     progress("logging plots, reference data and the model")
     importance = plots.importance_table(fitted.pipeline, data.x_val, data.y_val, cfg.seed)
+    fraction = training.sample.fraction if training.sample is not None else 1.0
     tags.update(_log_reference(settings, fitted.pipeline,
-                               _regime(split.train, split.validation, request.reference_since, names)))
+                               _regime(split.train, split.validation, request.reference_since, names), fraction))
     with tempfile.TemporaryDirectory() as tmp:
         plot_dir = Path(tmp) / "plots"
         plots.write_all(plot_dir, data.y_val, fitted.probability, fitted.threshold, importance)
@@ -433,13 +435,15 @@ def _positive_rates(y_train: np.ndarray, y_val: np.ndarray) -> dict[str, str]:
     return {"lineage.positive_rate_mismatch": detail}
 
 
-def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame) -> dict[str, str]:
+def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame,
+                   sample_fraction: float = 1.0) -> dict[str, str]:
     """The drift monitor's reference and calibration, logged with the run; returns the tags to add.
 
     Reference: a seeded sample of ``rows`` (features + label) with the model's probability.
     Calibration: the drift statistic's threshold from the same rows' own null distribution
-    (:func:`mlops.monitor.calibration.calibrate`); too few rows for one log a warning and no
-    calibration (the monitor then falls back to the drift share).
+    (:func:`mlops.monitor.calibration.calibrate`), at the stream's reading rate (``rows`` hold
+    ``sample_fraction`` of its readings when the training set was sampled); too few rows for one log
+    a warning and no calibration (the monitor then falls back to the drift share).
     """
     import mlflow
 
@@ -453,7 +457,8 @@ def _log_reference(settings: Settings, pipeline: Any, rows: pd.DataFrame) -> dic
         reference.reset_index(drop=True).to_parquet(path, index=False)
         mlflow.log_artifact(str(path), "reference")
     try:
-        calibration = calibrate_for_policy(rows, features, policy, reference_rows=len(reference), seed=cfg.seed)
+        calibration = calibrate_for_policy(rows, features, policy, reference_rows=len(reference), seed=cfg.seed,
+                                           sample_fraction=sample_fraction)
     except ValidationError as err:
         log.warning("no drift calibration for this model: the monitor will use the drift share", reason=str(err))
         return {CALIBRATION_TAG: f"none: {err}"}
