@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlops.cli.common import JsonOption, ProfileOption, settings_for
+from mlops.cli.common import JsonOption, ProfileOption, settings_for, stdout_to_stderr
 from mlops.errors import TrainingError
 
 app = typer.Typer(help="Train a model on the lake (Spark + distributed search) and register it in MLflow.",
@@ -64,7 +64,8 @@ def train(
         end = window_end(settings, datetime.now(UTC))
     request = TrainRequest(window=window, since=start, until=end, trigger=trigger, reason=reason)  # type: ignore[arg-type]
     console = Console(stderr=True)
-    with console.status("training") as status:
+    # With --json, stdout is the one JSON document: whatever MLflow, Spark or a library prints goes to stderr.
+    with stdout_to_stderr(as_json), console.status("training") as status:
         def progress(line: str) -> None:
             status.update(line)
             console.log(line)

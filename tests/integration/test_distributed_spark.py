@@ -116,8 +116,7 @@ def test_mlops_train_on_a_standalone_cluster_registers_a_version_and_records_its
                              "--json"], env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
                             check=False)
     assert result.returncode == 0, result.stderr[-5000:]
-    # The JSON document is the output's last part: MLflow prints a link to each run it ends before it.
-    trained = json.loads(result.stdout[result.stdout.rindex("\n{") + 1:] if "\n{" in result.stdout else result.stdout)
+    trained = json.loads(result.stdout)  # stdout is the one JSON document (MLflow's run links go to stderr)
 
     client = tracking_client(services)
     version = client.get_model_version(model, trained["version"])

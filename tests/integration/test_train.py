@@ -224,3 +224,40 @@ def test_too_small_window_or_broken_spark_job_fails_safely(train_settings: Any, 
     assert {v.version for v in client.search_model_versions(f"name = '{name}'")} == versions_before
     assert client.get_model_version_by_alias(name, "champion").version == first.version
 
+
+
+def test_train_json_prints_one_document_and_samples_past_max_rows(train_settings: Any, window: Any) -> None:
+    """`mlops train --json` in its own process: stdout is exactly the JSON document (Spark, MLflow and
+    the progress lines go to stderr); a training set above train.max_rows is sampled and says so."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ, "MLOPS_CONFIG_DIR": str(repo / "configs"),
+        "MLOPS_PATHS__DATA_DIR": str(train_settings.data_dir),
+        "MLOPS_MLFLOW__TRACKING_URI": train_settings.mlflow.tracking_uri,
+        "MLOPS_MLFLOW__REGISTERED_MODEL": train_settings.mlflow.registered_model,
+        "MLOPS_MLFLOW__EXPERIMENT": train_settings.mlflow.experiment,
+        "MLOPS_SPARK__MASTER": "local[2]", "MLOPS_SPARK__SHUFFLE_PARTITIONS": "2", "MLOPS_SPARK__DRIVER_MEMORY": "1g",
+        "MLOPS_TRAIN__CANDIDATES": "2", "MLOPS_TRAIN__SEED": "11", "MLOPS_TRAIN__MIN_ROWS": "500",
+        "MLOPS_TRAIN__REFERENCE_ROWS": "300", "MLOPS_TRAIN__MAX_ROWS": "2000",
+        "MLOPS_TRAIN__SEARCH_SPACE": json.dumps({"logistic_regression": {"C": [0.1, 1.0]}}),
+    }
+    done = subprocess.run([sys.executable, "-m", "mlops", "train", "--since", window[0].isoformat(),
+                           "--until", window[1].isoformat(), "--json"], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=repo, check=False)
+    assert done.returncode == 0, done.stderr[-5000:]
+    trained = json.loads(done.stdout)  # the whole of stdout, nothing before or after the document
+    assert "View run" in done.stderr  # MLflow's link went to stderr, not away
+
+    run = _client(train_settings).get_run(trained["run_id"])
+    params, tags = run.data.params, run.data.tags
+    full, sampled = int(params["training_set.rows"]), int(params["training_set.sampled_rows"])
+    assert full > 2000 and abs(sampled - 2000) <= 1 and sampled == int(tags["lineage.rows"])
+    assert params["training_set.sample_seed"] == "11"
+    assert float(params["training_set.sample_fraction"]) == pytest.approx(2000 / full)
+    full_rate = int(params["training_set.positives"]) / full
+    assert int(tags["lineage.positives"]) / sampled == pytest.approx(full_rate, abs=1 / sampled + 1e-9)
+    assert tags["lineage.sample.full_rows"] == str(full) and tags["lineage.digest"].startswith("sha256:")
