@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -115,3 +117,11 @@ def test_drift_is_detected_retrained_promoted_and_served(services, tmp_path) -> 
     assert summary.f1_after_promotion > summary.f1_after_drift_old_model
     assert outcome.report_path is not None and outcome.report_path.exists()
     assert (outcome.report_path.parent / "timeline.png").stat().st_size > 10_000
+    # The report links every window's Evidently report by a path that opens from its folder, and
+    # puts the old and the new champion's realised f1 side by side.
+    page = outcome.report_path.read_text()
+    links = re.findall(r'<a href="([^"]+[.]html)">', page)
+    assert len(links) >= len([w for w in windows if w.report_html]) > 0
+    assert all((outcome.report_path.parent / unquote(href)).is_file() for href in links), links[:3]
+    assert "<th colspan=" in page and f">v{outcome.promoted_versions[0]}</th>" in page
+    assert f">v{outcome.initial_version}</th>" in page
