@@ -18,7 +18,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +25,7 @@ from types import TracebackType
 from mlops.errors import ServiceError
 from mlops.log import get_logger
 from mlops.services.process import require_free_port, tail
+from mlops.testing.names import free_port
 
 __all__ = ["DEBIAN_BIN_ROOT", "DRIVER", "SERVER_ACCOUNT", "PostgresServer", "find_bin_dir"]
 
@@ -72,12 +72,6 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", name)) or (0,)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PostgresServer:
     """Initialise a cluster in ``directory`` and run it on ``port`` (a free one if None).
 
@@ -89,7 +83,7 @@ class PostgresServer:
                  password: str | None = None, bin_dir: Path | None = None,
                  ready_timeout_s: float = 60.0) -> None:
         self.directory = Path(directory).resolve()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.host = "127.0.0.1"
         self.user = user
         self.password = password or secrets.token_hex(12)

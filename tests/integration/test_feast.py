@@ -19,7 +19,7 @@ from mlops.errors import ValidationError
 from mlops.features import feast_repo
 from mlops.features.compute import FeatureSpec, features_frame
 from mlops.features.labels import label_readings
-from mlops.features.training_set import build_training_set, historical_features
+from mlops.features.training_set import historical_features
 from tests.unit.test_feature_parity import SPEC, random_readings
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,12 @@ def test_training_set_holds_the_features_of_each_row_time(tmp_path: Path) -> Non
     settings = settings_in(tmp_path)
     readings = random_readings(11)
     labels = failure_labels(readings)
-    training = build_training_set(settings, readings, labels, SPEC)
+    feast_repo.write_feature_table(settings, features_frame(readings, SPEC), SPEC)
+    feast_repo.apply(settings, SPEC)
+    labelled = label_readings(readings, labels, 3, 60.0)
+    rows = pd.DataFrame({"device_id": labelled["device_id"], "event_timestamp": labelled["event_time"],
+                         "label": labelled["label"]})
+    training = historical_features(settings, rows, SPEC)
 
     expected = label_readings(readings, labels, 3, 60.0).merge(features_frame(readings, SPEC),
                                                                on=["device_id", "event_time"])
