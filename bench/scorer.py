@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mlops import kafka
 from mlops.config import Settings, load_settings
@@ -86,14 +86,14 @@ def _subprocess_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings_env(settings), "MLOPS_CONFIG_DIR": str(REPO / "configs")}
 
 
-def spark_rate(settings: Settings, count: int, per_trigger: int) -> tuple[float, int]:
-    """Readings per second of the Spark peer over ``count`` readings already on the topic, from the end
-    of its first micro-batch to the end of its last, and how many of its predictions match the batch
-    path's features (checked once the peer has stopped)."""
+def spark_rate(settings: Settings, readings: list[dict[str, Any]], per_trigger: int) -> tuple[float, int, int]:
+    """Readings per second of the Spark peer over ``readings`` already on the topic, from the end of its
+    first micro-batch to the end of its last; then how many predictions it wrote and how many of them
+    carry the batch path's features for their reading (checked once the peer has stopped)."""
     with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp:
         report = Path(tmp) / "progress.json"
         with (settings.data_dir / "bench-spark-peer.log").open("ab") as log:
-            subprocess.run([sys.executable, str(SPARK_PEER), "--max-readings", str(count),
+            subprocess.run([sys.executable, str(SPARK_PEER), "--max-readings", str(len(readings)),
                             "--max-per-trigger", str(per_trigger), "--report", str(report)],
                            env=_subprocess_env(settings), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                            check=True, timeout=900)
@@ -102,25 +102,20 @@ def spark_rate(settings: Settings, count: int, per_trigger: int) -> tuple[float,
                 p["numInputRows"]) for p in progress if p["numInputRows"]]
     (first_end, _rows), (last_end, _) = batches[0], batches[-1]
     rate = sum(rows for _end, rows in batches[1:]) / (last_end - first_end)
-    return rate, _matching_predictions(settings)
+    records = _committed_records(settings, settings.kafka.topics.predictions)
+    predictions = [json.loads(m.value() or b"") for m in records]
+    return rate, len(predictions), _matching(readings, predictions)
 
 
-def _matching_predictions(settings: Settings) -> int:
-    """How many predictions on the topic carry the features the batch path computes for their reading."""
-    readings = CommittedReader(settings, settings.kafka.topics.readings)
-    readings.drain()
-    expected = features_frame(pd.DataFrame([parse_reading(json.dumps(r)).to_row() for r in readings.records]),
-                              SPEC).set_index(["device_id", "cycle"])
-    readings.close()
-    predictions = CommittedReader(settings, settings.kafka.topics.predictions)
-    predictions.drain()
+def _matching(readings: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> int:
+    """How many predictions carry the features the batch path (features_frame) computes for their reading."""
     names = SPEC.feature_names()
-    matching = 0
-    for p in predictions.records:
-        row = expected.loc[(p["device_id"], p["cycle"]), names].to_numpy(dtype=float)
-        matching += bool(np.allclose([p["features"][n] for n in names], row, rtol=1e-9, atol=1e-9))
-    predictions.close()
-    return matching
+    expected = features_frame(pd.DataFrame([parse_reading(json.dumps(r)).to_row() for r in readings]), SPEC)
+    got = pd.DataFrame([{"device_id": p["device_id"], "cycle": p["cycle"], **p["features"]} for p in predictions])
+    both = got.merge(expected[["device_id", "cycle", *names]], on=["device_id", "cycle"], suffixes=("", "_batch"))
+    same = np.isclose(both[names].to_numpy(float), both[[f"{n}_batch" for n in names]].to_numpy(float),
+                      rtol=1e-9, atol=1e-9).all(axis=1)
+    return int(same.sum())
 
 
 def group_rate(base: Settings, processes: int, count: int) -> float:
@@ -149,26 +144,24 @@ def group_rate(base: Settings, processes: int, count: int) -> float:
                 member.send_signal(signal.SIGTERM)
             for member in members:
                 member.wait(60)
-    stamps = _committed_record_times(settings, settings.kafka.topics.predictions)
+    stamps = sorted(m.timestamp()[1] / 1000 for m in _committed_records(settings, settings.kafka.topics.predictions))
     if len(stamps) != count:
         print(f"(e) {processes} processes: {len(stamps)} predictions for {count} readings", flush=True)
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def _committed_record_times(settings: Settings, topic: str) -> list[float]:
-    """The record times (s) of every committed record of a transactional topic, sorted.
-
-    Read until every partition's position reaches its high watermark (offsets count the
-    transactions' markers too, so the records do not add up to the watermarks)."""
-    consumer = kafka.consumer(settings.kafka, unique("bench-ts"))
+def _committed_records(settings: Settings, topic: str) -> list[Message]:
+    """Every committed record of ``topic`` now, read until each partition's position reaches its high
+    watermark (the offsets of a transactional topic count its markers too, so records alone fall short)."""
+    consumer = kafka.consumer(settings.kafka, unique("bench-read"))
     parts = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
     highs = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
     consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
-    stamps: list[float] = []
+    records: list[Message] = []
     while any(tp.offset < highs[tp.partition] for tp in consumer.position(parts)):
-        stamps += [m.timestamp()[1] / 1000 for m in consumer.consume(1000, 0.5) if m.error() is None]
+        records += [m for m in consumer.consume(1000, 0.5) if m.error() is None]
     consumer.close()
-    return sorted(stamps)
+    return records
 
 
 def scorer_rate(settings: Settings, count: int, batch_size: int | None = None) -> float:
@@ -288,6 +281,7 @@ def main() -> None:
 
     os.environ.setdefault("MLOPS_CONFIG_DIR", str(REPO / "configs"))  # the repo's profiles, from any directory
     base = load_settings("local")
+    base.data_dir.mkdir(parents=True, exist_ok=True)  # the logs of the processes it starts go there
     settings = scorer_settings(base, unique("bench"))
     register_model(settings)
     produce_readings(settings, fleet_readings(devices=200, cycles=range(1, args.readings // 200 + 1)))
@@ -303,14 +297,15 @@ def main() -> None:
         peer = scorer_settings(base, unique("bench-spark"))  # topics of its own: its predictions are checked
         register_model(peer)
         produce_readings(peer, spark_readings)
-        rate, matching = spark_rate(peer, len(spark_readings), args.spark_trigger)
+        rate, written, matching = spark_rate(peer, spark_readings, args.spark_trigger)
         spark.append(rate)
-        checked.append(matching)
+        checked.append((written, matching))
         one.append(group_rate(base, 1, args.group_readings))
         two.append(group_rate(base, 2, args.group_readings))
         print(f"repeat {i + 1}: bare {bare[-1]:,.0f}/s  decode {decoding[-1]:,.0f}/s  scorer {eos[-1]:,.0f}/s  "
-              f"naive {naive[-1]:,.0f}/s  spark {spark[-1]:,.0f}/s ({checked[-1]:,} of {len(spark_readings):,} "
-              f"predictions match the batch features)  1 process {one[-1]:,.0f}/s  2 processes {two[-1]:,.0f}/s",
+              f"naive {naive[-1]:,.0f}/s  spark {spark[-1]:,.0f}/s ({checked[-1][0]:,} predictions for "
+              f"{len(spark_readings):,} readings, {checked[-1][1]:,} with the batch path's features)  "
+              f"1 process {one[-1]:,.0f}/s  2 processes {two[-1]:,.0f}/s",
               flush=True)
     a, b, c = statistics.median(decoding), statistics.median(eos), statistics.median(naive)
     d, e1, e2 = statistics.median(spark), statistics.median(one), statistics.median(two)
