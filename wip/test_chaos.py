@@ -35,9 +35,12 @@ pytestmark = pytest.mark.integration
 DEVICES, CYCLES = 50, 2000  # 100,000 valid readings
 INVALID_EVERY = 1000  # one invalid record after every 1,000 valid ones: 100 in all
 KILLS = 5
+BROKER_DOWN_S = [0.0, 20.0]  # a restart at once, and an outage longer than the transaction time-out (15 s)
 
 
-def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker_down_s", BROKER_DOWN_S)
+def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: Settings, tmp_path: Path,
+                                                                      broker_down_s: float) -> None:
     settings = scorer_settings(services, unique("chaos"), batch_size=500, state_lookback=1000)
     settings = settings.model_copy(update={
         "paths": settings.paths.model_copy(update={"data_dir": tmp_path / "data"}),
@@ -72,7 +75,7 @@ def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: 
         for target in kill_at:
             if target > broker_at and "broker" not in faults:
                 out.wait_for(broker_at, timeout_s=180, alive=lambda p=scorer: p.poll() is None)
-                _kill_broker(services)
+                _kill_broker(services, broker_down_s)
                 faults.append("broker")
             out.wait_for(target, timeout_s=180, alive=lambda p=scorer: p.poll() is None)
             scorer.send_signal(signal.SIGKILL)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -62,12 +63,14 @@ def _stream(settings: Settings, values: list[tuple[bytes, str]], hold_at: int, r
     done.set()
 
 
-def _kill_broker(services: Settings) -> None:
+def _kill_broker(services: Settings, down_s: float = 0.0) -> None:
+    """SIGKILL the session's broker and start it again after ``down_s`` seconds of outage."""
     broker = KafkaBroker(services)
     process = broker.process.process()
     assert process is not None, "the test session's broker is not running"
     process.kill()
     psutil.wait_procs([process], timeout=30)
+    time.sleep(down_s)  # the length of the outage itself, not a wait for anything
     assert broker.start(), "the broker did not start again"
 
 
