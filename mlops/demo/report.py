@@ -307,7 +307,7 @@ def write_report(settings: Settings, outcome: Any) -> Path:
         f"<td>{_link(_run_link(settings, e.run_id, experiments), 'run')}</td></tr>" for e in events)
     policy = settings.policy
     window_rows = windows_table(windows, out, policy.drift_threshold, policy.primary_metric)
-    realised = realised_table(windows, store.list_events(settings, kinds=["promotion"]), policy.primary_metric)
+    realised = realised_table(windows, events, policy.primary_metric)  # it reads the promotions among them
     monitor_runs = " ".join(_link(_run_link(settings, run_id, experiments), run_id[:8])
                             for run_id in dict.fromkeys(w.session_run_id for w in windows if w.session_run_id))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mlops loop report</title>
