@@ -6,6 +6,10 @@ restart, rebalance) or rewinds after an aborted transaction, it seeks to
 device windows but are not scored again. Readings are keyed by device id, so a device's whole
 history is in one partition, and a replay of at least ``(window - 1) * devices per partition``
 records rebuilds exactly the windows a scorer that never stopped would hold.
+
+A replayed record can also be marked for *rescoring*: committed, but its output was lost
+(:mod:`mlops.serve.output_check`). The scorer scores it in its place in the replay, so its features
+are the ones it had the first time.
 """
 
 from __future__ import annotations
@@ -31,15 +35,34 @@ class PartitionedWindows:
         self.windows = DeviceWindows(spec)
         self._devices: dict[Partition, set[str]] = {}
         self._replay_until: dict[Partition, int] = {}
+        self._rescore: dict[Partition, set[int]] = {}
 
     @property
     def spec(self) -> FeatureSpec:
         return self.windows.spec
 
-    def begin_replay(self, partition: Partition, committed: int) -> None:
-        """Forget the partition's devices; records before ``committed`` will only be replayed."""
+    def begin_replay(self, partition: Partition, committed: int, rescore: Iterable[int] = ()) -> None:
+        """Forget the partition's devices; records before ``committed`` will only be replayed,
+        except those at the offsets in ``rescore``, which are scored again."""
         self.drop([partition])
         self._replay_until[partition] = committed
+        if rescore:
+            self._rescore[partition] = set(rescore)
+
+    def replay_end(self, partition: Partition) -> int:
+        """The committed offset the partition's replay runs up to (-1 if it is not replaying)."""
+        return self._replay_until.get(partition, -1)
+
+    def is_rescore(self, partition: Partition, offset: int) -> bool:
+        """True for a replayed record whose output was lost: it must be scored, in order, without moving the offset."""
+        return offset in self._rescore.get(partition, ())
+
+    def rescored(self, partition: Partition, offsets: Iterable[int]) -> None:
+        """These records' outputs are committed now."""
+        pending = self._rescore.get(partition, set())
+        pending.difference_update(offsets)
+        if not pending:
+            self._rescore.pop(partition, None)
 
     def is_replay(self, partition: Partition, offset: int) -> bool:
         """True for a record that was scored before and only rebuilds state."""
@@ -78,6 +101,7 @@ class PartitionedWindows:
             for device_id in self._devices.pop(partition, set()):
                 self.windows.reset(device_id)
             self._replay_until.pop(partition, None)
+            self._rescore.pop(partition, None)
 
     def clear(self) -> None:
         self.drop(list(self._devices) + list(self._replay_until))

@@ -52,6 +52,7 @@ from mlops.registry.loader import LoadedModel, load_champion
 from mlops.registry.watcher import ModelWatcher
 from mlops.serve.feature_state import Partition, PartitionedWindows
 from mlops.serve.metrics import ScorerMetrics
+from mlops.serve.output_check import OutputCheck, Unverified, decode_range, encode_range
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -87,6 +88,8 @@ class ScoreSummary:
     batches: int = 0
     aborted: int = 0
     reopened: int = 0
+    rescored: int = 0
+    """Committed readings found without output (:mod:`mlops.serve.output_check`) and scored again."""
     model_version: str = ""
 
     @property
@@ -132,6 +135,9 @@ class Scorer:
         self._abandoned: list[Consumer | Producer] = []
         """Clients replaced by :meth:`_reopen`; kept alive, never closed: closing a stuck client can block too."""
         self._reopens: deque[float] = deque()
+        self._check = OutputCheck(settings, group_id, settings.scorer.transaction_timeout_ms / 1000)
+        self._inherited: dict[Partition, Unverified] = {}
+        """Per partition, the range its committed offset vouched for when the scorer last started it."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(
@@ -172,9 +178,9 @@ class Scorer:
                         raise
                     self._reopen(str(err), err)
                     continue
-                batch = self._triage(messages)
+                batch, rescore = self._triage(messages)
                 if batch:
-                    self._score(batch)
+                    self._score(batch, rescore)
                     if on_batch is not None:
                         on_batch(self.summary)
                 if time.monotonic() >= next_lag:
@@ -185,6 +191,7 @@ class Scorer:
             self._consumer.close()
             self._producer.flush(KAFKA_TIMEOUT_S)
             self._calls.shutdown(wait=False)
+            self._check.close()
         return self.summary
 
     def _open_producer(self) -> Producer:
@@ -247,6 +254,7 @@ class Scorer:
         # it (as for a transactional call) rather than let the rebalance callback kill the process.
         committed = _retrying(lambda: consumer.committed(
             [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=KAFKA_TIMEOUT_S))
+        lost = self._lost_outputs(committed)
         positions = []
         for tp in committed:
             key = (tp.topic, tp.partition)
@@ -260,9 +268,23 @@ class Scorer:
             partition = TopicPartition(tp.topic, tp.partition)
             low, _high = _retrying(functools.partial(consumer.get_watermark_offsets, partition,
                                                      timeout=KAFKA_TIMEOUT_S))
-            self.state.begin_replay(key, tp.offset)
-            positions.append(TopicPartition(tp.topic, tp.partition, max(low, tp.offset - lookback)))
+            missing = lost.get(key, [])
+            self.state.begin_replay(key, tp.offset, rescore=missing)
+            start = min(missing, default=tp.offset)
+            positions.append(TopicPartition(tp.topic, tp.partition, max(low, start - lookback)))
         return positions
+
+    def _lost_outputs(self, committed: list[TopicPartition]) -> dict[Partition, list[int]]:
+        """Per partition, the committed records below its offset whose output is not committed."""
+        ranges = {}
+        self._inherited = {}
+        for tp in committed:
+            vouched = decode_range(tp.metadata)
+            if vouched is not None and tp.offset >= 0:
+                ranges[(tp.topic, tp.partition)] = (vouched, tp.offset)
+                self._inherited[(tp.topic, tp.partition)] = vouched
+        lost = self._check.missing(ranges)
+        return lost or {}
 
     def _rewind(self) -> None:
         """Back to the committed offsets of every owned partition, rebuilding the windows on the way."""
@@ -295,27 +317,52 @@ class Scorer:
                  previous_version=old.version if old else None, run_id=model.run_id)
 
     # -- the batch --------------------------------------------------------------------------
-    def _triage(self, messages: list[Message]) -> list[Message]:
-        """Drop stale records, feed replayed records to the state, return the live ones.
+    def _triage(self, messages: list[Message]) -> tuple[list[Message], bool]:
+        """Drop stale records, feed replayed records to the state, return the batch to score.
 
+        The batch is either live records, or replayed records whose output was lost (True). Those are
+        scored in their place in the replay: the batch ends before the next record that must come
+        after them, and the partitions are sought back to their first record not handled here.
         Kafka's errors never get here: :func:`mlops.kafka.consume` logged them, or stopped the scorer."""
         assert self.state is not None and self.model is not None
-        live = []
+        live: list[Message] = []
+        rescore: list[Message] = []
         replayed: list[tuple[Partition, str, dict[str, float], int]] = []
-        for message in messages:
+        for index, message in enumerate(messages):
             key = (message.topic() or "", message.partition() or 0)
             offset = message.offset() or 0
             if key not in self._assigned:
                 continue  # fetched before a revoke; its new owner scores it
             if self.state.is_replay(key, offset):
-                reading = self._valid(message)
-                if isinstance(reading, Reading):
-                    replayed.append((key, reading.device_id, reading.sensors, reading.cycle))
+                if self.state.is_rescore(key, offset) and not live:
+                    self.state.replay(replayed)  # its windows first, as when it was first scored
+                    replayed = []
+                    rescore.append(message)
+                    continue
+                if not rescore and not self.state.is_rescore(key, offset):
+                    reading = self._valid(message)
+                    if isinstance(reading, Reading):
+                        replayed.append((key, reading.device_id, reading.sensors, reading.cycle))
+                    continue
+            elif not rescore:
+                self.state.replay_done(key, offset)
+                live.append(message)
                 continue
-            self.state.replay_done(key, offset)
-            live.append(message)
+            self._hold_back(messages[index:])
+            break
         self.state.replay(replayed)
-        return live
+        return (rescore, True) if rescore else (live, False)
+
+    def _hold_back(self, messages: list[Message]) -> None:
+        """Seek back so that these fetched records come again in the next batch."""
+        assert self._consumer is not None
+        first: dict[Partition, int] = {}
+        for message in messages:
+            key = (message.topic() or "", message.partition() or 0)
+            if key in self._assigned:
+                first.setdefault(key, message.offset() or 0)
+        for (topic, partition), offset in first.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _valid(self, message: Message) -> Reading | str:
         """The reading, or the reason it cannot be scored by the current model."""
@@ -330,7 +377,8 @@ class Scorer:
                     f"version {self.model.version}")
         return reading
 
-    def _score(self, batch: list[Message]) -> None:
+    def _score(self, batch: list[Message], rescore: bool = False) -> None:
+        """Score the batch in one transaction; ``rescore``: replayed records whose output was lost."""
         assert self.state is not None and self.model is not None
         started = time.perf_counter()
         model = self.model
@@ -352,13 +400,16 @@ class Scorer:
         if readings:
             probabilities = model.predict_proba(features)
             payloads = encode_predictions(readings, sources, features, probabilities, model, self.now())
-        offsets: dict[Partition, int] = {}
-        for message in batch:
-            key = (message.topic() or "", message.partition() or 0)
-            offsets[key] = max(offsets.get(key, 0), (message.offset() or 0) + 1)
+        offsets = self._offsets(batch, rescore)
         if not self._transact(readings, payloads, dead, offsets):
             return
-        self._scored_until.update(offsets)
+        if rescore:
+            for key, handled in _offsets_by_partition(batch).items():
+                self.state.rescored(key, handled)
+            self.summary.rescored += len(batch)
+            log.warning("committed readings without output scored again", records=len(batch),
+                        partitions=",".join(f"{t}[{p}]" for t, p in sorted(offsets)), model_version=model.version)
+        self._scored_until.update({key: tp.offset for key, tp in offsets.items()})
         elapsed = time.perf_counter() - started
         self.summary.batches += 1
         self.summary.scored += len(readings)
@@ -373,8 +424,26 @@ class Scorer:
                   scored=len(readings), dead_letters=len(dead), model_version=model.version,
                   seconds=round(elapsed, 4))
 
+    def _offsets(self, batch: list[Message], rescore: bool) -> dict[Partition, TopicPartition]:
+        """The offsets the batch's transaction commits, each with the range of records it vouches for.
+
+        A live batch moves each partition past its last record and vouches for its own records,
+        from now. A rescored batch keeps the committed offset (moving it back would score the
+        records after it twice) and narrows the range it inherited to the records still unchecked."""
+        assert self.state is not None
+        commits: dict[Partition, TopicPartition] = {}
+        began_ms = int(time.time() * 1000)  # before any record of the transaction takes its timestamp
+        for (topic, partition), handled in _offsets_by_partition(batch).items():
+            if rescore:
+                offset = self.state.replay_end((topic, partition))
+                vouched = encode_range(handled[-1] + 1, self._inherited[(topic, partition)].began_ms)
+            else:
+                offset, vouched = handled[-1] + 1, encode_range(handled[0], began_ms)
+            commits[(topic, partition)] = TopicPartition(topic, partition, offset, metadata=vouched)
+        return commits
+
     def _transact(self, readings: list[Reading], payloads: list[bytes], dead: list[tuple[Message, str]],
-                  offsets: dict[Partition, int]) -> bool:
+                  offsets: dict[Partition, TopicPartition]) -> bool:
         """One transaction for the batch. False if it had to be aborted (the batch will be re-read)."""
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
@@ -385,7 +454,7 @@ class Scorer:
                 kafka.produce(producer, topic, payload, reading.device_id)
             for message, reason in dead:
                 self._dead.send_message(message, reason, producer=producer)
-            tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            tps = list(offsets.values())
             # A timed-out send_offsets is aborted, not retried: after a broker restart the retried
             # call can wait forever for a request the old coordinator never answered (seen in the
             # chaos test). Nothing is committed yet, so the abort and re-read lose nothing.
@@ -471,6 +540,14 @@ class Scorer:
             _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, -1)
             if tp.offset >= 0 and high >= 0:
                 self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, high - tp.offset))
+
+
+def _offsets_by_partition(batch: list[Message]) -> dict[Partition, list[int]]:
+    """The batch's offsets per partition, in order."""
+    offsets: dict[Partition, list[int]] = {}
+    for message in batch:
+        offsets.setdefault((message.topic() or "", message.partition() or 0), []).append(message.offset() or 0)
+    return offsets
 
 
 _SELF_FENCING = frozenset({KafkaError.FENCED_INSTANCE_ID, KafkaError._FATAL})

@@ -8,6 +8,8 @@ import random
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from confluent_kafka import TopicPartition
 
+from mlops import kafka
 from mlops.config import Settings
 from mlops.data.schemas import parse_reading
 from mlops.features.compute import features_frame
+from mlops.serve.output_check import encode_range
 from mlops.serve.scorer import Scorer
 from mlops.testing import (
     SPEC,
@@ -166,3 +171,64 @@ def _wait_for_log(log: Path, text: str, process: subprocess.Popen[bytes], timeou
         assert process.poll() is None, f"scorer exited: {log.read_text()[-2000:]}"
         assert time.monotonic() < deadline, f"no {text!r} in {log} after {timeout_s}s"
         time.sleep(0.1)  # polling a file for a condition, with a deadline
+
+
+def _commit_offsets_without_outputs(settings: Settings, group: str) -> int:
+    """Commit ``group`` to the end of the readings, vouching for the records past its offsets: none has an output.
+
+    What a transaction of protocol v1 leaves behind when its predictions were aborted with the next
+    transaction but its offsets were committed. Returns how many records it skipped."""
+    topic = settings.kafka.topics.readings
+    client = kafka.consumer(settings.kafka, group)
+    producer = kafka.transactional_producer(settings.kafka, unique("lost-outputs"))
+    try:
+        partitions = client.list_topics(topic, timeout=30).topics[topic].partitions
+        committed = client.committed([TopicPartition(topic, p) for p in sorted(partitions)], timeout=30)
+        began_ms = int(time.time() * 1000)
+        ends, skipped = [], 0
+        for tp in committed:
+            end = client.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=30)[1]
+            first = max(tp.offset, 0)
+            ends.append(TopicPartition(topic, tp.partition, end, metadata=encode_range(first, began_ms)))
+            skipped += end - first
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction(ends, client.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+        return skipped
+    finally:
+        client.close()
+
+
+def test_committed_readings_without_output_are_scored_once(services: Settings) -> None:
+    """The offsets went past readings whose predictions were lost: the restarted scorer scores exactly those."""
+    settings = scorer_settings(services, unique("lost"), batch_size=50)
+    register_model(settings)
+    group = unique("g")
+    readings = fleet_readings(devices=12, cycles=range(1, 51))  # 600 readings
+    produce_readings(settings, readings[:360])
+    first = Scorer(settings, group_id=group).run(max_events=360)
+    produce_readings(settings, readings[360:])
+    skipped = _commit_offsets_without_outputs(settings, group)
+    assert skipped == len(readings) - first.processed
+
+    give_up = threading.Event()
+    watchdog = threading.Timer(90, give_up.set)  # a scorer that finds nothing to score waits forever
+    watchdog.start()
+    try:
+        repaired = Scorer(settings, group_id=group).run(max_events=skipped, stop=give_up)
+    finally:
+        watchdog.cancel()
+
+    assert repaired.rescored == skipped
+    extra = fleet_readings(devices=12, cycles=range(51, 53))
+    produce_readings(settings, extra)
+    later = Scorer(settings, group_id=group).run(max_events=len(extra))
+    assert later.rescored == 0, "outputs restored once must not be looked for again"
+    out = CommittedReader(settings, settings.kafka.topics.predictions)
+    try:
+        out.wait_for(len(readings) + len(extra), timeout_s=30)
+        out.drain(timeout_s=30)
+        _assert_exactly_once(out.records, readings + extra)
+    finally:
+        out.close()
