@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -27,11 +27,12 @@ from mlops.config import KafkaSettings
 from mlops.errors import FatalKafkaError, ServiceError
 from mlops.log import get_logger
 
-__all__ = ["OnError", "TopicSpec", "admin", "commit", "commit_end_offsets", "committed_total", "consume", "consumer",
-           "design_topics", "ensure_topics", "is_fatal", "is_ready", "on_consumer_error", "produce", "producer",
-           "topic_counts", "transactional_producer", "wait_until_ready"]
+__all__ = ["RETRY_DEADLINE_S", "OnError", "TopicSpec", "admin", "commit", "commit_end_offsets", "committed_total",
+           "consume", "consumer", "design_topics", "ensure_topics", "is_fatal", "is_ready", "on_consumer_error",
+           "produce", "producer", "retrying", "topic_counts", "transactional_producer", "wait_until_ready"]
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 def _base(settings: KafkaSettings) -> dict[str, Any]:
@@ -122,6 +123,40 @@ def is_fatal(error: KafkaError) -> bool:
     way, an unknown topic that may yet be created) the client retries by itself.
     """
     return bool(error.fatal()) or error.code() in _FATAL_CODES
+
+
+RETRY_DEADLINE_S = 60.0
+_TRANSIENT_LOOKUP_CODES = frozenset({
+    # Answers of a broker that has just restarted, to a client whose metadata is older than it:
+    # the client refreshes its metadata, and the next call goes to the right leader.
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+})
+
+
+def retrying(call: Callable[[], T], retry_timeouts: bool = True, deadline_s: float = RETRY_DEADLINE_S) -> T:
+    """``call()``, called again while its error is transient, until ``deadline_s``; then the error is raised.
+
+    Transient: retriable as the client says, a broker's answer that only stale metadata explains,
+    or a local time-out (a broker restarting) unless ``retry_timeouts`` is False."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0]
+            timed_out = error.code() == KafkaError._TIMED_OUT
+            transient = retry_timeouts if timed_out else (error.retriable()
+                                                          or error.code() in _TRANSIENT_LOOKUP_CODES)
+            if not transient or time.monotonic() > deadline:
+                raise
+            log.warning("retrying kafka call", error=error)
+            time.sleep(0.1)
 
 
 def _position(record: Message | TopicPartition | None) -> tuple[str | None, int | None, int | None]:

@@ -25,13 +25,14 @@ reports it as a hanging transaction and rescores nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import msgspec
-from confluent_kafka import Consumer, IsolationLevel, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from mlops import kafka
@@ -49,6 +50,8 @@ TIME_SLACK_MS = 2000
 CLOCK_SKEW_MS = 30_000
 """Leeway after a transaction's time-out, for the clocks of other scorers writing to the same partitions."""
 READ_DEADLINE_S = 120.0
+_STALE_METADATA = frozenset({KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+                             KafkaError.NOT_LEADER_FOR_PARTITION})
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ class OutputCheck:
     def _output_partitions(self, reader: Consumer) -> list[TopicPartition]:
         partitions = []
         for topic in (self.topics.predictions, self.topics.dlq):
-            metadata = reader.list_topics(topic, timeout=self.timeout_s).topics[topic]
+            listing = kafka.retrying(functools.partial(reader.list_topics, topic, timeout=self.timeout_s))
+            metadata = listing.topics[topic]
             partitions += [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
         return partitions
 
@@ -151,11 +155,10 @@ class OutputCheck:
 
         An output the check must see was written before the check began, so it lies below these ends;
         reading with read_committed sees it only once every transaction open below them has ended."""
-        ends = {(tp.topic, tp.partition): reader.get_watermark_offsets(tp, timeout=self.timeout_s)[1]
-                for tp in outputs}
+        ends = {(tp.topic, tp.partition): self._watermarks(reader, tp)[1] for tp in outputs}
         deadline = time.monotonic() + self.timeout_s + TIME_SLACK_MS / 1000
         while True:
-            stable = self._last_stable_offsets(outputs)
+            stable = kafka.retrying(lambda: self._last_stable_offsets(outputs))
             behind = {key: end for key, end in ends.items() if stable[key] < end}
             if not behind:
                 return ends
@@ -174,15 +177,23 @@ class OutputCheck:
         try:
             return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
         except KafkaException as err:
-            raise ServiceError(f"kafka {self.settings.kafka.bootstrap_servers}: cannot list the last "
-                               f"stable offsets of {self.topics.predictions} and {self.topics.dlq}: {err}") from err
+            if err.args[0].code() in _STALE_METADATA:
+                # An admin client that lived through a broker restart keeps asking with the leader
+                # epochs it knew and is refused (seen for 60 s on end): a new one starts afresh.
+                self._admin = kafka.admin(self.settings.kafka)
+            raise
+
+
+    def _watermarks(self, reader: Consumer, tp: TopicPartition) -> tuple[int, int]:
+        return kafka.retrying(lambda: reader.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                                   timeout=self.timeout_s))
 
     def _record_offsets(self, reader: Consumer, key: Partition, first: int, committed: int) -> list[int]:
         """The offsets of the committed records in ``[first, committed)``.
 
         Markers and aborted records take offsets too, and no output stands for them."""
         topic, partition = key
-        low, _high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout_s)
+        low, _high = self._watermarks(reader, TopicPartition(topic, partition))
         start = max(first, low)
         if start >= committed:
             return []
@@ -196,8 +207,8 @@ class OutputCheck:
         """Remove from ``wanted`` every offset of ``key`` that an output written since ``began_ms`` names."""
         since = began_ms - TIME_SLACK_MS
         until = began_ms + int(self.timeout_s * 1000) + CLOCK_SKEW_MS
-        starts = reader.offsets_for_times([TopicPartition(tp.topic, tp.partition, since) for tp in outputs],
-                                          timeout=self.timeout_s)
+        starts = kafka.retrying(lambda: reader.offsets_for_times(
+            [TopicPartition(tp.topic, tp.partition, since) for tp in outputs], timeout=self.timeout_s))
         # -1: no stable record at or after `since`, so none to read (every end is stable by now).
         positions = [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in starts
                      if 0 <= tp.offset < ends[(tp.topic, tp.partition)]]
