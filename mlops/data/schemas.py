@@ -82,6 +82,7 @@ __all__ = [
     "ScoringModel",
     "encode",
     "encode_predictions",
+    "fast_readings",
     "lake_row",
     "parse_label",
     "parse_lake_row",
@@ -236,15 +237,42 @@ _set = object.__setattr__
 
 
 def _fast_reading(raw: bytes | str) -> Reading | None:
-    """The reading msgspec decodes from ``raw``, or None to leave ``raw`` to the pydantic model.
-
-    Builds the :class:`Reading` exactly as pydantic's validation would (same field values and
-    types, same ``model_fields_set``) without running it again: that construction is the cost.
-    """
+    """The reading msgspec decodes from ``raw``, or None to leave ``raw`` to the pydantic model."""
     try:
         wire = _WIRE_READING.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):  # invalid UTF-8 in a string
         return None
+    return _reading_of(wire)
+
+
+_WIRE_BODY = msgspec.json.Decoder(_WireReading | list[_WireReading])
+
+
+def fast_readings(raw: bytes, max_batch: int) -> list[Reading] | None:
+    """The readings of a REST predict body (one reading, or an array of 1..``max_batch``) that msgspec
+    decodes, or None to leave the body to the pydantic model, which accepts it or says why not."""
+    try:
+        wire = _WIRE_BODY.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None
+    wires = wire if isinstance(wire, list) else [wire]
+    if not 1 <= len(wires) <= max_batch:
+        return None
+    readings = []
+    for one in wires:
+        reading = _reading_of(one)
+        if reading is None:
+            return None
+        readings.append(reading)
+    return readings
+
+
+def _reading_of(wire: _WireReading) -> Reading | None:
+    """The :class:`Reading` pydantic would build from ``wire``, or None where only pydantic can say.
+
+    Builds it exactly as pydantic's validation would (same field values and types, same
+    ``model_fields_set``) without running it again: that construction is the cost.
+    """
     text = wire.event_time
     if wire.schema_version not in SUPPORTED_VERSIONS or not isinstance(text, str) or _match_time(text) is None:
         return None

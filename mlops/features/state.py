@@ -16,7 +16,7 @@ history (:func:`mlops.features.compute.new_life`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -26,8 +26,9 @@ from mlops.features.compute import FeatureSpec, window_features
 
 __all__ = ["DeviceWindows", "StreamReading"]
 
-StreamReading = tuple[str, Mapping[str, float]] | tuple[str, Mapping[str, float], int]
-"""``(device_id, sensors)`` or ``(device_id, sensors, cycle)``."""
+StreamReading = tuple[Hashable, Mapping[str, float]] | tuple[Hashable, Mapping[str, float], int]
+"""``(device_id, sensors)`` or ``(device_id, sensors, cycle)``; any hashable key names a device
+(the API keys each request's devices apart: one request's readings are never another's history)."""
 
 
 class DeviceWindows:
@@ -36,8 +37,8 @@ class DeviceWindows:
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
         self._kept = max(spec.window - 1, 0)
-        self._recent: dict[str, np.ndarray] = {}
-        self._cycles: dict[str, int] = {}
+        self._recent: dict[Hashable, np.ndarray] = {}
+        self._cycles: dict[Hashable, int] = {}
         pick = itemgetter(*spec.sensors)
         # itemgetter of one name returns the value itself, not a 1-tuple.
         self._pick = pick if len(spec.sensors) > 1 else (lambda sensors: (pick(sensors),))
@@ -61,7 +62,7 @@ class DeviceWindows:
         if readings:
             self._advance(readings, keep_windows=False)
 
-    def reset(self, device_id: str) -> None:
+    def reset(self, device_id: Hashable) -> None:
         """Forget a device's history (after maintenance or a failure the window starts afresh)."""
         self._recent.pop(device_id, None)
         self._cycles.pop(device_id, None)
@@ -94,13 +95,13 @@ class DeviceWindows:
             values = np.array([self._pick(reading[1]) for reading in readings], dtype=np.float64)
         except KeyError as err:
             raise KeyError(f"sensor {err.args[0]!r} is missing") from None
-        rows_of: dict[str, list[int]] = {}
+        rows_of: dict[Hashable, list[int]] = {}
         for row, reading in enumerate(readings):
             rows_of.setdefault(reading[0], []).append(row)
         pad = np.full((self._kept, values.shape[1]), np.nan)
         pieces: list[np.ndarray] = []
         ends = np.empty(len(readings), dtype=np.intp)  # where each reading lands in the joined array
-        spans: dict[str, tuple[int, int]] = {}  # device -> its real rows in the joined array
+        spans: dict[Hashable, tuple[int, int]] = {}  # device -> its real rows in the joined array
         size = 0
         for device, rows in rows_of.items():
             for life_rows, continues in self._lives(device, readings, rows):
@@ -121,7 +122,8 @@ class DeviceWindows:
             return np.empty((0, self.spec.window, values.shape[1]))
         return joined[ends[:, None] + np.arange(1 - self.spec.window, 1)]
 
-    def _lives(self, device: str, readings: Sequence[StreamReading], rows: list[int]) -> list[tuple[list[int], bool]]:
+    def _lives(self, device: Hashable, readings: Sequence[StreamReading], rows: list[int],
+               ) -> list[tuple[list[int], bool]]:
         """Split one device's rows where a new life starts; the flag says whether a part continues the kept rows."""
         parts: list[tuple[list[int], bool]] = [([], True)]
         previous = self._cycles.get(device)

@@ -23,11 +23,13 @@ from mlops.data.schemas import (
     _describe,
     _fast_reading,
     encode_predictions,
+    fast_readings,
     parse_reading,
 )
 from mlops.errors import ValidationError
 from mlops.features.compute import FeatureSpec
 from mlops.registry.loader import LoadedModel
+from mlops.serve.api.models import predict_request
 
 
 def reading(**changes: Any) -> dict[str, Any]:
@@ -173,6 +175,49 @@ def test_a_dead_letter_reason_names_every_bad_field_as_before() -> None:
         parse_reading(json.dumps(reading(cycle="x", sensors={"t": True})))
     assert info.value.reason == ("field 'cycle': Input should be a valid integer; "
                                  "field 'sensors.t': Input should be a valid number")
+
+
+# ------------------------------------------------------------------------- REST predict bodies
+
+MAX_BATCH = 20
+BODY, _, _ = predict_request(MAX_BATCH)
+
+
+def body_outcome(raw: bytes) -> list[Reading] | None:
+    """What the API's pydantic body model makes of ``raw``: its readings, or None if it refuses."""
+    try:
+        body = BODY.validate_json(raw)
+    except PydanticValidationError:
+        return None
+    return [body] if isinstance(body, Reading) else body
+
+
+@pytest.mark.parametrize("events", [FAST_VALID[0], FAST_VALID[:1], FAST_VALID, FAST_VALID[:MAX_BATCH] * 1],
+                         ids=["reading", "batch-of-1", "batch", "full-batch"])
+def test_the_body_fast_path_takes_usual_bodies_and_builds_pydantics_readings(events: Any) -> None:
+    raw = json.dumps(events).encode()
+    fast, slow = fast_readings(raw, MAX_BATCH), body_outcome(raw)
+    assert fast is not None and slow is not None
+    assert len(fast) == len(slow) == (1 if isinstance(events, dict) else len(events))
+    for one, other in zip(fast, slow, strict=True):
+        same_reading(one, other)
+
+
+@pytest.mark.parametrize("raw", [json.dumps([reading(), event]).encode() for event in OTHER]
+                         + [json.dumps([reading()] * (MAX_BATCH + 1)).encode(), b"[]", b"[[]]", b"{}", b"[{}]",
+                            b"[" + json.dumps(reading()).encode() + b",]", *RAW_OTHER])
+def test_on_any_other_body_the_fast_path_takes_only_what_pydantic_takes(raw: bytes) -> None:
+    fast, slow = fast_readings(raw, MAX_BATCH), body_outcome(raw)
+    if fast is not None:
+        assert slow is not None, "the fast path accepted a body the API's schema refuses"
+        for one, other in zip(fast, slow, strict=True):
+            same_reading(one, other)
+
+
+def test_a_body_past_the_batch_limit_is_left_to_pydantic_which_refuses_it() -> None:
+    raw = json.dumps([reading()] * (MAX_BATCH + 1)).encode()
+    assert fast_readings(raw, MAX_BATCH) is None and body_outcome(raw) is None
+    assert fast_readings(raw, MAX_BATCH + 1) is not None
 
 
 # ---------------------------------------------------------------------------------- predictions

@@ -49,7 +49,8 @@ def create_app(settings: Settings, keeper: ModelKeeper | None = None) -> FastAPI
     serving = serving_of(keeper)
     body_adapter, body_openapi, body_schemas = m.predict_request(settings.api.max_batch)
     # In this order: the OpenAPI document lists the paths in the order they were added.
-    scoring.add_routes(app, serving, scorer, online, metrics, body_adapter, body_openapi)
+    scoring.add_routes(app, serving, scorer, online, metrics, body_adapter, body_openapi,
+                       settings.api.max_batch)
     status.add_routes(app, serving, metrics)
     changes.add_routes(app, settings, keeper)
     _describe_predict_body(app, keeper, body_schemas)

@@ -3,8 +3,10 @@
 
 Features come from the shared kernel through :class:`~mlops.features.state.DeviceWindows`: the
 readings of one request are the history, per device in event-time order (a single reading is a
-one-reading window). The rows of concurrent requests are scored together, one model call per batch
-(:class:`~mlops.serve.batcher.BatchScorer`). Nothing here calls MLflow.
+one-reading window). Concurrent requests are served together, one feature computation and one
+model call per batch (:class:`~mlops.serve.batcher.BatchScorer`). The body is decoded by the
+readings' fast decoder, or, when it refuses, by the pydantic model, which says why
+(:mod:`mlops.data.schemas`). Nothing here calls MLflow.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route parameters' types at run time,
@@ -20,10 +22,9 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
-from mlops.data.schemas import Reading
+from mlops.data.schemas import Reading, fast_readings
 from mlops.errors import MlopsError
 from mlops.features.feast_repo import OnlineReader
-from mlops.features.state import DeviceWindows
 from mlops.registry.loader import LoadedModel
 from mlops.serve.api import models as m
 from mlops.serve.api.deps import ServingProvider
@@ -36,21 +37,22 @@ __all__ = ["add_routes"]
 
 
 def add_routes(app: FastAPI, serving: ServingProvider, scorer: BatchScorer, online: OnlineReader,
-               metrics: ApiMetrics, body_adapter: TypeAdapter[Any], body_openapi: dict[str, Any]) -> None:
-    """Add the scoring routes to ``app``; the predict body is validated by ``body_adapter`` and described
-    by ``body_openapi`` (both from :func:`~mlops.serve.api.models.predict_request`)."""
+               metrics: ApiMetrics, body_adapter: TypeAdapter[Any], body_openapi: dict[str, Any], max_batch: int,
+               ) -> None:
+    """Add the scoring routes to ``app``; the predict body (at most ``max_batch`` readings) is validated
+    by ``body_adapter`` and described by ``body_openapi`` (both from
+    :func:`~mlops.serve.api.models.predict_request` for ``max_batch``)."""
     ServingDep = Annotated[Serving, Depends(serving)]
 
     @app.post("/v1/predict", response_model=m.PredictResponse, responses={**m.ERRORS, **m.NOT_READY},
               openapi_extra=body_openapi,
               summary="Score one reading or a batch (a batch of one device in time order is its history)")
     async def predict(request: Request, current: ServingDep) -> Response:
-        body = await _validated_body(request, body_adapter)
-        readings: list[Reading] = [body] if isinstance(body, Reading) else body
+        readings = await _validated_body(request, body_adapter, max_batch)
         model = current.model
-        features, order = _features(model, readings)
+        order = _history_order(model, readings)
         probabilities = np.empty(len(readings))
-        probabilities[order] = await scorer.predict_proba(model, features)
+        probabilities[order] = await scorer.predict_proba(model, [readings[i] for i in order])
         metrics.predictions.inc(len(readings))
         return _json(_answer(model, readings, probabilities))
 
@@ -75,13 +77,19 @@ def add_routes(app: FastAPI, serving: ServingProvider, scorer: BatchScorer, onli
         })
 
 
-async def _validated_body(request: Request, adapter: TypeAdapter[Any]) -> Any:
-    """The request's JSON body validated by ``adapter`` straight from its bytes; 415 or 422 if it is not."""
+async def _validated_body(request: Request, adapter: TypeAdapter[Any], max_batch: int) -> list[Reading]:
+    """The readings of the request's JSON body, decoded straight from its bytes; 415 or 422 if it is
+    not a body ``adapter`` accepts."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise HTTPException(415, f"Content-Type {content_type!r}: send the body as application/json")
+    raw = await request.body()
+    readings = fast_readings(raw, max_batch)
+    if readings is not None:
+        return readings
     try:
-        return adapter.validate_json(await request.body())
+        body = adapter.validate_json(raw)
+        return [body] if isinstance(body, Reading) else body
     except PydanticValidationError as err:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from err
 
@@ -91,8 +99,8 @@ def _json(content: dict[str, Any]) -> Response:
     return Response(to_json(content), media_type="application/json")
 
 
-def _features(model: LoadedModel, readings: list[Reading]) -> tuple[np.ndarray, list[int]]:
-    """Features of the readings, each device's in event-time order, and that order (request indices).
+def _history_order(model: LoadedModel, readings: list[Reading]) -> list[int]:
+    """The request indices of the readings in event-time order (each device's history in order).
 
     A 422 names every reading that lacks a sensor the model needs.
     """
@@ -104,10 +112,7 @@ def _features(model: LoadedModel, readings: list[Reading]) -> tuple[np.ndarray, 
     ]
     if problems:
         raise UnprocessableError(problems)
-    order = sorted(range(len(readings)), key=lambda i: readings[i].event_time)  # stable: ties keep request order
-    features = DeviceWindows(model.spec).update_and_compute(
-        (readings[i].device_id, readings[i].sensors) for i in order)
-    return features, order
+    return sorted(range(len(readings)), key=lambda i: readings[i].event_time)  # stable: ties keep request order
 
 
 def _answer(model: LoadedModel, readings: list[Reading], probabilities: np.ndarray) -> dict[str, Any]:
