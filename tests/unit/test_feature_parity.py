@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.features.compute import FeatureSpec, features_frame, new_life
+from mlops.features.compute import FeatureSpec, features_frame, new_life, window_features
 from mlops.features.state import DeviceWindows
 
 SENSORS = ("pressure", "temperature", "vibration", "constant")
@@ -124,3 +124,22 @@ def test_known_values() -> None:
     assert f["x__last"].tolist() == [1.0, 2.0, 4.0, 8.0]
     assert f["x__std"].iloc[1] == pytest.approx(0.5)
     assert f["n_readings"].tolist() == [1.0, 2.0, 3.0, 3.0]
+
+
+def test_the_kernel_computes_each_windows_statistics_as_numpy_does_one_window_at_a_time() -> None:
+    rng = np.random.default_rng(11)
+    windows = rng.normal(size=(400, 6, 3)) * 50 + 20
+    windows[:, :, 2] = 7.0  # a constant sensor
+    for i in range(len(windows)):
+        windows[i, : rng.integers(0, 6)] = np.nan  # short windows are NaN-padded at the front
+    features = window_features(windows)
+    for window, row in zip(windows, features, strict=True):
+        present = window[~np.isnan(window[:, 0])]
+        positions = np.arange(len(present))
+        for s in range(windows.shape[2]):
+            values = present[:, s]
+            slope = np.polyfit(positions, values, 1)[0] if len(values) > 1 else 0.0
+            expected = [values.mean(), values.std(), slope, values[-1]]
+            np.testing.assert_allclose(row[s * 4:s * 4 + 4], expected, rtol=1e-9, atol=1e-9)
+        assert row[-1] == len(present)
+        assert not np.signbit(row).any() or (row[np.signbit(row)] != 0).all(), "no negative zeros"
