@@ -250,13 +250,13 @@ def _timestamps(settings: Settings, topic: str) -> dict[tuple[int, int], float]:
     return out
 
 
-def _latency_runs(base: Settings, args: argparse.Namespace, what: str, command: Sequence[str]
+def _latency_runs(base: Settings, args: argparse.Namespace, what: str, command: Callable[[], Sequence[str]]
                   ) -> tuple[float, float, int]:
     runs = []
-    for _ in range(args.repeats):  # a new topic and scorer process per run
+    for _ in range(args.repeats):  # a new topic, and a scorer process with a command of its own, per run
         settings = scorer_settings(base, unique("bench-lat"))
         register_model(settings)
-        runs.append(latency(settings, args.rate, args.seconds, args.warmup, command))
+        runs.append(latency(settings, args.rate, args.seconds, args.warmup, command()))
         print(f"{what} latency run {len(runs)}: p50 {runs[-1][0]:.1f} ms  p99 {runs[-1][1]:.1f} ms", flush=True)
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), runs[0][2]
 
@@ -319,9 +319,11 @@ def main() -> None:
     print(f"b/a = {b / a:.2f}")
     print(f"b/c = {b / c:.1f}   (target >= 20)")
     print(f"b/d = {b / d:.1f}   (target >= 10)")
-    score = [sys.executable, "-m", "mlops", "score", "--group", unique("bench-lat")]
-    lat_b = _latency_runs(base, args, "scorer", score)
-    lat_d = _latency_runs(base, args, "spark peer", [sys.executable, str(SPARK_PEER)])
+    # A group per run: a static member that rejoins its group subscribed to a new topic can be
+    # handed its previous topic's partitions, and the scorer then leaves them unassigned.
+    lat_b = _latency_runs(base, args, "scorer", lambda: [sys.executable, "-m", "mlops", "score",
+                                                         "--group", unique("bench-lat")])
+    lat_d = _latency_runs(base, args, "spark peer", lambda: [sys.executable, str(SPARK_PEER)])
     for what, (p50, p99, n) in (("(b) scorer", lat_b), ("(d) spark peer", lat_d)):
         print(f"latency {what} at {args.rate:,.0f} readings/s ({n:,} readings per run after a {args.warmup:g}s "
               f"warm-up, own process, median of {args.repeats}): p50 {p50:.1f} ms  p99 {p99:.1f} ms")

@@ -227,6 +227,14 @@ class Scorer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if consumer is not self._consumer:
             return  # a client replaced by _reopen: the new one owns the partitions now
+        foreign = sorted({tp.topic for tp in partitions} - {self.topics.readings})
+        if foreign:
+            # A static member that rejoins subscribed to another topic can be handed its previous
+            # assignment (seen: a group reused for a new readings topic). Checking, replaying or
+            # scoring those partitions would write another topic's readings into this one's outputs.
+            log.error("assigned partitions of a topic this scorer does not read; left unassigned",
+                      topics=",".join(foreign), subscribed=self.topics.readings)
+            partitions = [tp for tp in partitions if tp.topic == self.topics.readings]
         positions = self._replay_positions(consumer, partitions)
         consumer.assign(positions)
         self._assigned = {(tp.topic, tp.partition) for tp in partitions}
