@@ -155,7 +155,7 @@ class OutputCheck:
 
         An output the check must see was written before the check began, so it lies below these ends;
         reading with read_committed sees it only once every transaction open below them has ended."""
-        ends = {(tp.topic, tp.partition): self._watermarks(reader, tp)[1] for tp in outputs}
+        ends = {(tp.topic, tp.partition): self._watermarks(reader, (tp.topic, tp.partition))[1] for tp in outputs}
         deadline = time.monotonic() + self.timeout_s + TIME_SLACK_MS / 1000
         while True:
             stable = kafka.retrying(lambda: self._last_stable_offsets(outputs))
@@ -183,17 +183,15 @@ class OutputCheck:
                 self._admin = kafka.admin(self.settings.kafka)
             raise
 
-
-    def _watermarks(self, reader: Consumer, tp: TopicPartition) -> tuple[int, int]:
-        return kafka.retrying(lambda: reader.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                                   timeout=self.timeout_s))
+    def _watermarks(self, reader: Consumer, key: Partition) -> tuple[int, int]:
+        return kafka.retrying(lambda: reader.get_watermark_offsets(TopicPartition(*key), timeout=self.timeout_s))
 
     def _record_offsets(self, reader: Consumer, key: Partition, first: int, committed: int) -> list[int]:
         """The offsets of the committed records in ``[first, committed)``.
 
         Markers and aborted records take offsets too, and no output stands for them."""
         topic, partition = key
-        low, _high = self._watermarks(reader, TopicPartition(topic, partition))
+        low, _high = self._watermarks(reader, key)
         start = max(first, low)
         if start >= committed:
             return []

@@ -58,7 +58,6 @@ __all__ = [
     "DEFAULT_GROUP",
     "HUNG_CALL_S",
     "KAFKA_TIMEOUT_S",
-    "RETRY_DEADLINE_S",
     "ClientHung",
     "ScoreSummary",
     "Scorer",
@@ -69,7 +68,6 @@ log = get_logger(__name__)
 
 DEFAULT_GROUP = "mlops-scorer"
 KAFKA_TIMEOUT_S = 30.0
-RETRY_DEADLINE_S = kafka.RETRY_DEADLINE_S
 HUNG_CALL_S = KAFKA_TIMEOUT_S + 15.0
 """A transactional call that has not returned by then never will: the clients are reopened."""
 MAX_REOPENS, REOPEN_WINDOW_S = 3, 600.0
