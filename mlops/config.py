@@ -282,9 +282,10 @@ class PolicySettings(_Section):
     retrain_min_window: Duration = timedelta(hours=3)
     """Event time of drifted data the loop waits for before it retrains (drift start + this)."""
     drift_training_context: Duration | None = None
-    """Event time before the drift's start that a drift retraining also trains on (within
-    ``retrain_window``). None: drifted data only, for a new concept the old data contradicts; a
-    duration when the old regime's failures still teach (a recalibrated sensor, a shifted operating point)."""
+    """Event time before the drift's start that a drift retraining's window also reaches (within
+    ``retrain_window``). Its candidates then learn from the drifted rows alone, the whole window and the
+    window with the old regime weighted down, and the search picks (``train.drift_training_rows``).
+    None: drifted data only."""
     retrain_retries: int = Field(2, ge=0)
     retrain_backoff_s: float = Field(30.0, ge=0)
     """Wait before the first retry of a failed retraining; doubles with each further retry."""
@@ -395,6 +396,18 @@ class TrainSettings(_Section):
     7 days at one reading a minute unsampled."""
     window: Duration = timedelta(days=7)
     """Training window when the command gives neither --window nor --since/--until."""
+    drift_training_rows: list[Literal["regime", "all", "recent"]] = ["regime", "all", "recent"]
+    """After a drift (a request with ``reference_since``), each candidate parameter set is trained on each
+    of these windows, all validated on the newest rows since the drift (:mod:`mlops.train.regimes`):
+    ``regime`` the rows since the drift alone, ``all`` the whole window, ``recent`` the whole window with
+    the old regime weighted down by age. ``[all]``: one window, as a training without a drift."""
+
+    @field_validator("drift_training_rows")
+    @classmethod
+    def _some_rows(cls, rows: list[str]) -> list[str]:
+        if not rows or len(set(rows)) != len(rows):
+            raise ValueError("give each training window at most once, and at least one")
+        return rows
 
 
 class SchedulerSettings(_Section):

@@ -42,16 +42,24 @@ from mlops.spark import execution_tags, spark_session
 from mlops.train import plots
 from mlops.train.dataset import TrainingSet, build_training_set
 from mlops.train.model import fit_and_score
-from mlops.train.search import CandidateResult, SearchData, choose_best, distributed_search, sample_candidates
-from mlops.train.split import LABEL, Split, time_split
+from mlops.train.regimes import RegimeSplit, regime_split, weighted_rate
+from mlops.train.search import (
+    CandidateResult,
+    SearchData,
+    choose_best,
+    distributed_search,
+    on_windows,
+    sample_candidates,
+)
+from mlops.train.split import LABEL, Split
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KINDS", "POSITIVE_RATE_MISMATCH",
-           "REFERENCE_MIN_ROWS", "TRIGGERS", "TrainRequest", "TrainResult", "Trigger", "config_snapshot",
-           "experiment_url", "git_commit", "parse_duration", "resolve_window", "run_training", "search_space_params",
-           "training_experiment"]
+           "REFERENCE_MIN_ROWS", "TRAINING_ROWS_TAG", "TRIGGERS", "TrainRequest", "TrainResult", "Trigger",
+           "config_snapshot", "experiment_url", "git_commit", "parse_duration", "resolve_window", "run_training",
+           "search_space_params", "training_experiment"]
 
 log = get_logger(__name__)
 
@@ -320,11 +328,13 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
         if len(training.frame) < cfg.min_rows:
             raise TrainingError(f"window {since.isoformat()} .. {until.isoformat()} has {len(training.frame)} "
                                 f"labelled rows, fewer than train.min_rows={cfg.min_rows}: widen the window")
-        split = time_split(training.frame, cfg.validation_fraction,
-                           timedelta(seconds=settings.features.horizon_cycles * settings.features.cycle_seconds),
-                           min_positives=cfg.min_positives)
+        windows = regime_split(training.frame, request.reference_since, cfg.validation_fraction,
+                               timedelta(seconds=settings.features.horizon_cycles * settings.features.cycle_seconds),
+                               min_positives=cfg.min_positives, training_rows=cfg.drift_training_rows)
+        split = windows.split
         tags.update(training.tags())
         tags.update({f"lineage.{k}": v for k, v in split.describe().items()})
+        tags.update(_windows_tags(windows))
         tags[lineage.FEATURE_SPEC] = json.dumps(training.spec.to_dict(), separators=(",", ":"))
         mlflow.set_tags({k: lineage.fit_tag(v) for k, v in tags.items()})
         _log_datasets(training, split)
@@ -332,10 +342,10 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
         names = training.spec.feature_names()
         data = SearchData(_features(split.train, names), split.train[LABEL].to_numpy(dtype=np.int64),
                           _features(split.validation, names), split.validation[LABEL].to_numpy(dtype=np.int64),
-                          cfg.seed, cfg.calibration, cfg.calibration_folds)
-        candidates = sample_candidates(cfg.search_space, cfg.candidates, cfg.seed)
+                          cfg.seed, cfg.calibration, cfg.calibration_folds, windows.weights)
+        candidates = on_windows(sample_candidates(cfg.search_space, cfg.candidates, cfg.seed), list(windows.weights))
         progress(f"searching {len(candidates)} candidates on Spark ({len(split.train)} train / "
-                 f"{len(split.validation)} validation rows)")
+                 f"{len(split.validation)} validation rows; training rows {', '.join(windows.weights)})")
         results = distributed_search(session, candidates, data)
         mlflow.set_tags(execution_tags(session))  # where the tasks ran: master and executors
     finally:
@@ -344,11 +354,15 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
     _log_children(client, run, results)
     best = choose_best(results, settings.policy.primary_metric)
 
-    progress(f"refitting candidate {best.candidate.index} ({best.candidate.family}) on the driver")
+    progress(f"refitting candidate {best.candidate.index} ({best.candidate.family}, training rows "
+             f"{best.candidate.rows}) on the driver")
+    weights = data.weights[best.candidate.rows]
     fitted = fit_and_score(best.candidate.family, best.candidate.params, data.x_train, data.y_train, data.x_val,
-                           data.y_val, seed=cfg.seed, calibration=cfg.calibration, folds=cfg.calibration_folds)
+                           data.y_val, seed=cfg.seed, calibration=cfg.calibration, folds=cfg.calibration_folds,
+                           sample_weight=weights)
     metrics = evaluate(data.y_val, fitted.probability, fitted.threshold)
-    tags.update(_positive_rates(data.y_train, data.y_val))
+    tags.update(_positive_rates(weighted_rate(data.y_train, weights), float(np.mean(data.y_val))))
+    tags[TRAINING_ROWS_TAG] = best.candidate.rows
     search_space = json.dumps(cfg.search_space, sort_keys=True, separators=(",", ":"))
     mlflow.log_params({
         **best.candidate.as_params(), "chosen_candidate": str(best.candidate.index), "candidates": str(len(candidates)),
@@ -416,15 +430,27 @@ def _regime(train: pd.DataFrame, validation: pd.DataFrame, since: datetime | Non
     return rows(recent) if len(recent) >= REFERENCE_MIN_ROWS else rows(train)
 
 
+TRAINING_ROWS_TAG = "lineage.training_rows"
+"""The training window the chosen candidate learnt from (:mod:`mlops.train.regimes`)."""
 POSITIVE_RATE_MISMATCH = 2.0
 """A validation part with this many times more (or fewer) positives than the training part is flagged."""
 
 
-def _positive_rates(y_train: np.ndarray, y_val: np.ndarray) -> dict[str, str]:
-    """Log both parts' positive rates; a large mismatch is warned about and tagged on the version."""
+def _windows_tags(windows: RegimeSplit) -> dict[str, str]:
+    """Where the training windows were cut, which competed and which were left out (and why)."""
+    if windows.regime_since is None:
+        return {}
+    tags = {"lineage.training_rows_since": windows.regime_since.isoformat(),
+            "lineage.training_rows_searched": ",".join(windows.weights)}
+    tags.update({f"lineage.training_rows_skipped.{name}": reason for name, reason in windows.skipped.items()})
+    return tags
+
+
+def _positive_rates(train_rate: float, val_rate: float) -> dict[str, str]:
+    """Log both parts' positive rates (the chosen training rows', weighted); a large mismatch is warned
+    about and tagged on the version."""
     import mlflow
 
-    train_rate, val_rate = float(np.mean(y_train)), float(np.mean(y_val))
     mlflow.log_metrics({"train_positive_rate": train_rate, "val_positive_rate": val_rate})
     ratio = val_rate / train_rate if train_rate > 0 else float("inf")
     if 1 / POSITIVE_RATE_MISMATCH <= ratio <= POSITIVE_RATE_MISMATCH:

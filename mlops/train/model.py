@@ -35,6 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from mlops.errors import TrainingError
 from mlops.evaluation.metrics import evaluate
 from mlops.train.names import FAMILIES
+from mlops.train.regimes import MIN_WEIGHT, weighted_rate
 
 __all__ = ["Fitted", "best_f1_threshold", "build_pipeline", "fit_and_score", "rate_weights"]
 
@@ -104,11 +105,20 @@ class Fitted:
 
 
 def fit_and_score(family: str, params: dict[str, Any], x_train: pd.DataFrame, y_train: np.ndarray,
-                  x_val: pd.DataFrame, y_val: np.ndarray, *, seed: int, calibration: str, folds: int) -> Fitted:
-    """Fit one candidate on the training part, choose its threshold (for the training part's positive
-    rate) and score it on the validation part."""
+                  x_val: pd.DataFrame, y_val: np.ndarray, *, seed: int, calibration: str, folds: int,
+                  sample_weight: np.ndarray | None = None) -> Fitted:
+    """Fit one candidate on the training part (rows weighted by ``sample_weight``; those under
+    :data:`~mlops.train.regimes.MIN_WEIGHT` left out), choose its threshold (for the training part's
+    weighted positive rate) and score it on the validation part."""
     pipeline = build_pipeline(family, params, seed=seed, calibration=calibration, folds=folds)
-    pipeline.fit(x_train, y_train)
+    fit_params: dict[str, Any] = {}
+    if sample_weight is not None:
+        keep = sample_weight >= MIN_WEIGHT
+        x_train, y_train, sample_weight = x_train[keep], y_train[keep], sample_weight[keep]
+        if not np.all(sample_weight == 1.0):
+            fit_params["classifier__sample_weight"] = sample_weight
+    pipeline.fit(x_train, y_train, **fit_params)
     probability = pipeline.predict_proba(x_val)[:, 1]
-    threshold = best_f1_threshold(y_val, probability, target_rate=float(np.mean(y_train)))
+    target_rate = weighted_rate(y_train, fit_params.get("classifier__sample_weight"))
+    threshold = best_f1_threshold(y_val, probability, target_rate=target_rate)
     return Fitted(pipeline, threshold, evaluate(y_val, probability, threshold), probability)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from mlops.errors import TrainingError
 from mlops.train.model import fit_and_score
+from mlops.train.regimes import ALL_ROWS
 
 if TYPE_CHECKING:
     from pyspark import Broadcast
@@ -35,6 +36,7 @@ __all__ = [
     "SearchData",
     "choose_best",
     "distributed_search",
+    "on_windows",
     "sample_candidates",
     "sequential_search",
     "train_and_score",
@@ -45,15 +47,19 @@ TIE_BREAKER = "roc_auc"
 
 @dataclass(frozen=True)
 class Candidate:
-    """One parameter set of one model family."""
+    """One parameter set of one model family, trained on one training window (:mod:`mlops.train.regimes`)."""
 
     index: int
     family: str
     params: dict[str, Any]
+    rows: str = ALL_ROWS
+    """The training window: a key of :attr:`SearchData.weights`."""
 
     def as_params(self) -> dict[str, str]:
-        """MLflow params: ``family`` and ``<family>.<name>``, the same keys for every run of a family."""
-        return {"family": self.family, **{f"{self.family}.{k}": json.dumps(v) for k, v in self.params.items()}}
+        """MLflow params: ``family``, ``training_rows`` and ``<family>.<name>``, the same keys for every run
+        of a family."""
+        return {"family": self.family, "training_rows": self.rows,
+                **{f"{self.family}.{k}": json.dumps(v) for k, v in self.params.items()}}
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class SearchData:
     seed: int
     calibration: str
     folds: int
+    weights: dict[str, np.ndarray | None] = field(default_factory=lambda: {ALL_ROWS: None})
+    """Per training window, each training row's weight (None: all rows, weight 1)."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +122,20 @@ def sample_candidates(space: dict[str, dict[str, list[Any]]], k: int, seed: int)
     return candidates
 
 
+def on_windows(candidates: list[Candidate], windows: list[str]) -> list[Candidate]:
+    """Every candidate on every training window, renumbered (parameter set by parameter set)."""
+    return [Candidate(i * len(windows) + j, c.family, c.params, rows)
+            for i, c in enumerate(candidates) for j, rows in enumerate(windows)]
+
+
 def train_and_score(candidate: Candidate, data: SearchData) -> CandidateResult:
     """The task: fit one candidate and score it; an exception becomes the result's ``error``."""
     started = time.time()
     clock = time.perf_counter()
     try:
         fitted = fit_and_score(candidate.family, candidate.params, data.x_train, data.y_train, data.x_val,
-                               data.y_val, seed=data.seed, calibration=data.calibration, folds=data.folds)
+                               data.y_val, seed=data.seed, calibration=data.calibration, folds=data.folds,
+                               sample_weight=data.weights[candidate.rows])
     except Exception as err:  # one bad parameter set must not sink the other candidates
         return CandidateResult(candidate, started_at=started, duration_s=time.perf_counter() - clock,
                                error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}")

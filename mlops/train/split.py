@@ -40,9 +40,12 @@ class Split:
         }
 
 
-def time_split(frame: pd.DataFrame, validation_fraction: float, gap: timedelta, *, min_positives: int = 1) -> Split:
+def time_split(frame: pd.DataFrame, validation_fraction: float, gap: timedelta, *, min_positives: int = 1,
+               cut_among: pd.Timestamp | None = None) -> Split:
     """Split labelled rows (columns ``event_time``, ``device_id``, ``label``) by event time.
 
+    ``cut_among``: validate on ``validation_fraction`` of the rows at or after this event time only
+    (a drift's start: :mod:`mlops.train.regimes`); the training part is still every row before the cut.
     Raises TrainingError when either part is empty or lacks ``min_positives`` positives or any
     negative: such a model could neither be fitted nor validated honestly.
     """
@@ -50,7 +53,10 @@ def time_split(frame: pd.DataFrame, validation_fraction: float, gap: timedelta, 
         raise TrainingError("no labelled rows to split")
     ordered = frame.sort_values(["event_time", "device_id"], kind="stable").reset_index(drop=True)
     times = ordered["event_time"]
-    cut = times.iloc[min(len(times) - 1, int(len(times) * (1 - validation_fraction)))]
+    among = times if cut_among is None else times[pd.to_datetime(times, utc=True) >= cut_among]
+    if among.empty:
+        raise TrainingError(f"no labelled rows at or after {cut_among} to validate on")
+    cut = among.iloc[min(len(among) - 1, int(len(among) * (1 - validation_fraction)))]
     train = ordered[times < cut - gap].reset_index(drop=True)
     validation = ordered[times >= cut].reset_index(drop=True)
     for name, part in (("training", train), ("validation", validation)):

@@ -183,6 +183,34 @@ def test_describe_version_reads_the_lineage_back(train_settings: Any, first: Any
     assert json.loads(result.output)["lineage"]["rows"] == info["lineage"]["rows"]
 
 
+def test_a_drift_retraining_searches_every_training_window_on_the_drifts_rows(train_settings: Any, window: Any,
+                                                                             spark: Any, first: Any) -> None:
+    from mlops.train.job import TRAINING_ROWS_TAG, TrainRequest, run_training
+    from mlops.train.regimes import TRAINING_ROWS
+
+    drift = window[0] + (window[1] - window[0]) * 0.5
+    result = run_training(train_settings, TrainRequest(since=window[0], until=window[1], trigger="drift",
+                                                       reason="drift-window-3", reference_since=drift), spark=spark)
+    client = _client(train_settings)
+    parent = client.get_run(result.run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
+    # Every parameter set on every window: the search picks the window, as it picks the parameters.
+    assert len(children) == CANDIDATES * len(TRAINING_ROWS)
+    assert {c.data.params["training_rows"] for c in children} == set(TRAINING_ROWS)
+    chosen = parent.data.params["training_rows"]
+    assert chosen in TRAINING_ROWS and result.tags[TRAINING_ROWS_TAG] == chosen
+    assert result.tags["lineage.training_rows_searched"] == ",".join(TRAINING_ROWS)
+    best = max((c for c in children), key=lambda c: (c.data.metrics["val_f1"], c.data.metrics["val_roc_auc"]))
+    assert best.data.params["training_rows"] == chosen
+    # Every candidate was validated on the newest rows since the drift, not the window's newest quarter.
+    validation = {t.key: t.value for d in parent.inputs.dataset_inputs if d.dataset.name == "training-set.validation"
+                  for t in d.tags}
+    import pandas as pd
+
+    assert pd.Timestamp(validation["event_time_min"]) >= pd.Timestamp(drift)
+    assert pd.Timestamp(result.tags["lineage.split.cut"]) > pd.Timestamp(first.tags["lineage.split.cut"])
+
+
 def test_same_data_config_and_seed_give_the_same_model(train_settings: Any, window: Any, spark: Any,
                                                        first: Any) -> None:
     from mlops.train.job import TrainRequest, run_training

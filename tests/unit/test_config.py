@@ -105,7 +105,16 @@ def test_durations_are_timedeltas_and_dump_back_as_written(tmp_path: Path, monke
     dumped = settings.model_dump(mode="json")
     assert (dumped["policy"]["retrain_window"], dumped["policy"]["retrain_min_window"]) == ("2d", "90m")
     assert dumped["policy"]["drift_training_context"] == "36h" and dumped["train"]["window"] == "90m"
-    assert load_settings("local").policy.drift_training_context is None
+
+
+@pytest.mark.parametrize(("text", "message"), [("[newest]", "regime"), ("[]", "at least one"),
+                                               ("[all, all]", "at most once")])
+def test_bad_drift_training_rows_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str,
+                                              message: str) -> None:
+    _profile(tmp_path, monkeypatch, f"train:\n  drift_training_rows: {text}\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_settings("custom")
+    assert "train.drift_training_rows" in str(err.value)
 
 
 @pytest.mark.parametrize(("key", "text", "message"), [

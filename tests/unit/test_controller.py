@@ -259,8 +259,11 @@ def test_a_failed_retraining_is_recorded_and_leaves_the_loop_ready(tmp_path: Pat
     assert {"trigger", "retrain_started", "retrain_failed"} <= {e.kind for e in events}
     failed = next(e for e in events if e.kind == "retrain_failed")
     assert "12 labelled rows" in (failed.reason or "")
-    # Training starts where the drift began (window 1), once retrain_min_window (1h) of it exists.
-    assert (calls[0].since, calls[0].until, calls[0].trigger) == (T0 + HOUR, T0 + 3 * HOUR, "drift")
+    # Training waits for retrain_min_window (1h) of drift since it began (window 1); its window reaches
+    # back drift_training_context (the profile's 7d), at most retrain_window (2d), and the drift's start
+    # goes with it: the candidates' training windows are cut there (mlops.train.regimes).
+    assert (calls[0].since, calls[0].until, calls[0].reference_since, calls[0].trigger) == (
+        T0 + 3 * HOUR - timedelta(days=2), T0 + 3 * HOUR, T0 + HOUR, "drift")
 
 
 def test_a_champion_promoted_outside_the_loop_is_followed_without_probation() -> None:
