@@ -172,31 +172,37 @@ def test_the_monitors_drift_verdict_wins_over_the_drift_share() -> None:
 
 
 def test_follow_up_retrainings_use_more_drifted_data_without_a_new_detection() -> None:
-    c = core(retrain_min_window="1h", max_retrains_per_day=2)
-    first = trigger_and_train(c)  # drift began at 01:00, trained at 03:00 on 2h: follow-ups at 05:00, 09:00
+    c = core(retrain_min_window="1h")
+    first = trigger_and_train(c)  # drift began at 01:00, trained at 03:00 on 2h: a follow-up at 07:00
     assert (first.since, first.until) == (T0 + HOUR, T0 + 3 * HOUR) and not first.follow_up
     c.retrained("2", 0.8)
     c.promoted("2", previous="1")
-    assert not of(Retrain, c.tick(T0 + 5 * HOUR - timedelta(minutes=1)))
-    commands = c.tick(T0 + 5 * HOUR)
+    assert not of(Retrain, c.tick(T0 + 7 * HOUR - timedelta(minutes=1)))
+    commands = c.tick(T0 + 7 * HOUR)
     (retrain,) = of(Retrain, commands)
-    assert retrain.follow_up and (retrain.since, retrain.until) == (T0 + HOUR, T0 + 5 * HOUR)
-    assert retrain.drift_started == T0 + HOUR and "follow-up: 4.0 h" in of(Note, commands)[0].reason
+    assert retrain.follow_up and (retrain.since, retrain.until) == (T0 + HOUR, T0 + 7 * HOUR)
+    assert retrain.drift_started == T0 + HOUR and "follow-up: 6.0 h" in of(Note, commands)[0].reason
     c.retrained("3", 0.8)
     c.rejected("3", "no better")
-    # The daily cap (2) bounds the follow-ups: the 09:00 one is recorded as not triggered.
-    (note,) = of(Note, c.tick(T0 + 9 * HOUR))
+    assert not c.busy and not c.tick(T0 + 20 * HOUR)  # one follow-up per drift
+
+
+def test_the_daily_cap_bounds_the_follow_up() -> None:
+    c = core(retrain_min_window="1h", max_retrains_per_day=1)
+    trigger_and_train(c)
+    c.retrained("2", 0.8)
+    c.promoted("2", previous="1")
+    (note,) = of(Note, c.tick(T0 + 7 * HOUR))
     assert note.kind == "not_triggered" and "daily cap" in note.reason and not c.busy
-    assert not c.tick(T0 + 20 * HOUR)
 
 
 def test_a_follow_up_waits_while_a_retraining_runs() -> None:
     c = core(retrain_min_window="1h")
-    trigger_and_train(c)  # follow-ups at 05:00 and 09:00
-    assert not of(Retrain, c.tick(T0 + 6 * HOUR))  # the first challenger still waits for its gate
+    trigger_and_train(c)  # a follow-up at 07:00
+    assert not of(Retrain, c.tick(T0 + 8 * HOUR))  # the first challenger still waits for its gate
     c.retrained("2", 0.8)
-    (retrain,) = of(Retrain, c.rejected("2", "no better", now=T0 + 7 * HOUR))
-    assert retrain.follow_up and retrain.until == T0 + 7 * HOUR
+    (retrain,) = of(Retrain, c.rejected("2", "no better", now=T0 + 9 * HOUR))
+    assert retrain.follow_up and retrain.until == T0 + 9 * HOUR
 
 
 def test_a_failed_retraining_is_retried_then_given_up() -> None:
