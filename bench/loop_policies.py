@@ -417,6 +417,8 @@ class ClosedLoop(Policy):
         self.window_log.append({"kind": window.kind, "version": window.model_version,
                                 "start": window.start_time.isoformat(), "end": window.end_time.isoformat(),
                                 "drift_share": result.drift_share, "drifted": getattr(result, "drifted", None),
+                                "drift_score": getattr(result, "drift_score", None),
+                                "drift_threshold": getattr(result, "drift_threshold", None),
                                 "metric": metric, "trigger": bool(decision and decision.kind == "trigger"),
                                 "reason": decision.reason if decision else None})
         if decision is not None and (decision.bad_streak or decision.kind == "trigger"):

@@ -205,9 +205,24 @@ COLOURS = {"static": "tab:gray", "loop": "tab:green", "oracle": "black"}
 """Fixed colours; the schedules take the next ones of matplotlib's cycle."""
 
 
+LEVEL_SHOWN = 3.0
+"""Highest drift level drawn: far past the threshold only says "drifted"."""
+
+
+def drift_level(window: dict[str, object], drift_threshold: float) -> float | None:
+    """A drift window's statistic over the threshold it was judged at: the calibrated score over the model's
+    own threshold, or (a model without a calibration) the drift share over ``policy.drift_threshold``."""
+    score, threshold, share = window.get("drift_score"), window.get("drift_threshold"), window.get("drift_share")
+    if isinstance(score, float) and isinstance(threshold, float) and threshold > 0:
+        return score / threshold
+    if isinstance(share, float) and drift_threshold > 0:
+        return share / drift_threshold
+    return None
+
+
 def plot(stream: Stream, policies: list[Policy], drift_windows: list[dict[str, object]], drift_threshold: float,
          path: Path, title: str) -> None:
-    """Accuracy over event time per policy, onset, retrainings (x) and promotions (^); the loop's drift share."""
+    """Accuracy over event time per policy, onset, retrainings (x) and promotions (^); the loop's drift level."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,14 +251,16 @@ def plot(stream: Stream, policies: list[Policy], drift_windows: list[dict[str, o
     top.set_title(title + "\nx = retraining started, ^ = promoted (dotted line)", fontsize=10)
     top.legend(loc="lower right")
     top.grid(alpha=0.3)
-    shares = [w for w in drift_windows if w["kind"] == "drift" and w.get("drift_share") is not None]
-    if shares:
-        bottom.plot([pd.Timestamp(str(w["end"])) for w in shares], [w["drift_share"] for w in shares],
-                    marker=".", color=COLOURS["loop"], label="loop: drift share per window")
-    bottom.axhline(drift_threshold, color="black", linestyle=":", linewidth=1, label="drift threshold")
-    bottom.set_ylabel("drift share")
+    levels = [(pd.Timestamp(str(w["end"])), level) for w in drift_windows
+              if w["kind"] == "drift" and (level := drift_level(w, drift_threshold)) is not None]
+    if levels:
+        bottom.plot([t for t, _ in levels], [min(level, LEVEL_SHOWN) for _, level in levels], marker=".",
+                    color=COLOURS["loop"], label=f"loop: drift per window, in units of its threshold "
+                                                 f"(cut at {LEVEL_SHOWN:g})")
+    bottom.axhline(1.0, color="black", linestyle=":", linewidth=1, label="threshold")
+    bottom.set_ylabel("drift / threshold")
     bottom.set_xlabel("event time (UTC)")
-    bottom.set_ylim(0, 1)
+    bottom.set_ylim(0, LEVEL_SHOWN)
     bottom.legend(loc="upper left", fontsize=8)
     bottom.grid(alpha=0.3)
     fig.tight_layout()
