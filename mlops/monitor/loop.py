@@ -24,8 +24,9 @@ What it keeps (all in event time, from window end times or ``tick``):
   (``retrain_min_window``, or more when the trigger came later), the loop trains again at drift
   start + 3d without detecting the drift again (a model trained on 2 h of a new regime is a first
   answer, not the best one; one follow-up, because in the loop benchmark a second one was rejected
-  by the gate and a retraining is what a fixed schedule is measured against). A follow-up waits while a retraining runs or cools down; a
-  new trigger replaces the schedule, a rollback cancels it, and the daily cap drops what exceeds it;
+  by the gate and a retraining is what a fixed schedule is measured against). A follow-up waits
+  while a retraining runs or cools down; a new trigger replaces the schedule, a rollback cancels
+  it, and the daily cap drops what exceeds it;
 - probation after a promotion that replaced a champion: over ``policy.probation_windows``
   performance windows of the new champion, its primary metric is compared with the replaced
   model's on the same events (``previous_<metric>`` in the window's metrics); if its mean is lower
