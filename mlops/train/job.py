@@ -42,7 +42,7 @@ from mlops.spark import execution_tags, spark_session
 from mlops.train import plots
 from mlops.train.dataset import TrainingSet, build_training_set
 from mlops.train.model import fit_and_score
-from mlops.train.regimes import RegimeSplit, regime_split, weighted_rate
+from mlops.train.regimes import regime_split, weighted_rate
 from mlops.train.search import (
     CandidateResult,
     SearchData,
@@ -334,7 +334,7 @@ def _train(settings: Settings, request: TrainRequest, since: datetime, until: da
         split = windows.split
         tags.update(training.tags())
         tags.update({f"lineage.{k}": v for k, v in split.describe().items()})
-        tags.update(_windows_tags(windows))
+        tags.update(windows.tags())
         tags[lineage.FEATURE_SPEC] = json.dumps(training.spec.to_dict(), separators=(",", ":"))
         mlflow.set_tags({k: lineage.fit_tag(v) for k, v in tags.items()})
         _log_datasets(training, split)
@@ -434,16 +434,6 @@ TRAINING_ROWS_TAG = "lineage.training_rows"
 """The training window the chosen candidate learnt from (:mod:`mlops.train.regimes`)."""
 POSITIVE_RATE_MISMATCH = 2.0
 """A validation part with this many times more (or fewer) positives than the training part is flagged."""
-
-
-def _windows_tags(windows: RegimeSplit) -> dict[str, str]:
-    """Where the training windows were cut, which competed and which were left out (and why)."""
-    if windows.regime_since is None:
-        return {}
-    tags = {"lineage.training_rows_since": windows.regime_since.isoformat(),
-            "lineage.training_rows_searched": ",".join(windows.weights)}
-    tags.update({f"lineage.training_rows_skipped.{name}": reason for name, reason in windows.skipped.items()})
-    return tags
 
 
 def _positive_rates(train_rate: float, val_rate: float) -> dict[str, str]:

@@ -52,13 +52,29 @@ class RegimeSplit:
     skipped: dict[str, str]
     """Windows left out, with the reason (too few positives since the drift, say)."""
 
+    def tags(self) -> dict[str, str]:
+        """Lineage tags: where the windows were cut, which competed and which were left out (and why)."""
+        if self.regime_since is None:
+            return {}
+        tags = {"lineage.training_rows_since": self.regime_since.isoformat(),
+                "lineage.training_rows_searched": ",".join(self.weights)}
+        tags.update({f"lineage.training_rows_skipped.{name}": reason for name, reason in self.skipped.items()})
+        return tags
+
 
 def weighted_rate(labels: np.ndarray, weights: np.ndarray | None) -> float:
-    """The positive rate of ``labels`` under ``weights`` (plain mean when None)."""
+    """The positive rate of ``labels`` under ``weights`` (plain mean when None), of the rows a fit keeps
+    (weights of at least :data:`MIN_WEIGHT`)."""
     if weights is None:
         return float(np.mean(labels)) if len(labels) else 0.0
-    total = float(weights.sum())
-    return float(np.dot(labels, weights) / total) if total > 0 else 0.0
+    kept = np.where(weights >= MIN_WEIGHT, weights, 0.0)
+    total = float(kept.sum())
+    return float(np.dot(labels, kept) / total) if total > 0 else 0.0
+
+
+def _utc(value: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def regime_split(frame: pd.DataFrame, regime_since: datetime | None, validation_fraction: float, gap: timedelta,
@@ -74,23 +90,23 @@ def regime_split(frame: pd.DataFrame, regime_since: datetime | None, validation_
     if unknown or not training_rows:
         raise TrainingError(f"train.drift_training_rows {list(training_rows)}: expected some of "
                             f"{', '.join(TRAINING_ROWS)}")
-    times = pd.to_datetime(frame["event_time"], utc=True)
-    plain = RegimeSplit(time_split(frame, validation_fraction, gap, min_positives=min_positives),
-                        {ALL_ROWS: None}, None, {})
+    def plain() -> RegimeSplit:
+        return RegimeSplit(time_split(frame, validation_fraction, gap, min_positives=min_positives),
+                           {ALL_ROWS: None}, None, {})
+
     if regime_since is None or list(training_rows) == [ALL_ROWS]:
-        return plain
-    since = pd.Timestamp(regime_since)
-    since = since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")
+        return plain()
+    since = _utc(regime_since)
+    times = pd.to_datetime(frame["event_time"], utc=True)
     if not times.min() < since <= times.max():
-        return plain
+        return plain()
     try:
         split = time_split(frame, validation_fraction, gap, min_positives=min_positives, cut_among=since)
     except TrainingError as err:
         log.warning("too few rows since the drift to validate on them; validating on the window's latest rows",
                     regime_since=since.isoformat(), reason=str(err).splitlines()[0])
-        return plain
-    cut = pd.Timestamp(split.cut)
-    cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
+        return plain()
+    cut = _utc(split.cut)
     train = split.train
     train_times = pd.to_datetime(train["event_time"], utc=True)
     after = (train_times >= since).to_numpy()
@@ -114,5 +130,5 @@ def regime_split(frame: pd.DataFrame, regime_since: datetime | None, validation_
     for name, reason in skipped.items():
         log.info("training window left out of the search", training_rows=name, reason=reason)
     if not weights:
-        return plain
+        return plain()
     return RegimeSplit(split, weights, since.to_pydatetime(), skipped)
