@@ -16,14 +16,16 @@ its committed offset and the windows are rebuilt (:mod:`mlops.serve.feature_stat
 batch is scored again from the same state. Retriable errors are retried; fatal ones (a newer
 process with the same transactional.id fenced us) stop the scorer with a clear error.
 
-Two failures of the client library itself are recovered by reopening both clients (:meth:`Scorer._reopen`):
-``send_offsets_to_transaction`` can block forever, past its own timeout, when the group coordinator
-goes away (a broker restart; librdkafka issues 5456 and 5511), so every transactional call runs
-under a hard deadline; and a static member whose session expired while the broker restarted can be
-fenced by its own rejoin. A new producer with the same transactional.id fences the stuck one and
-aborts its open transaction; a new consumer takes the partitions back and rebuilds the windows from
-the committed offsets, so nothing is lost or scored twice. More than ``MAX_REOPENS`` in
-``REOPEN_WINDOW_S`` means a real second process: the scorer stops with the error.
+Failures of the client library itself are recovered by reopening both clients (:meth:`Scorer._reopen`):
+a transactional request that timed out (a broker restarting) may still be applied later, to the
+client's next transaction, since librdkafka speaks transaction protocol v1, without KIP-890's
+defence; ``send_offsets_to_transaction`` can block forever, past its own timeout, when the group
+coordinator goes away (librdkafka issues 5456 and 5511), so every transactional call runs under a
+hard deadline; and a static member whose session expired while the broker restarted can be fenced
+by its own rejoin. A new producer with the same transactional.id bumps the epoch, which fences
+every request of the old one and aborts its open transaction; a new consumer takes the partitions
+back and rebuilds the windows from the committed offsets, so nothing is lost or scored twice. More
+than ``MAX_REOPENS`` in ``REOPEN_WINDOW_S`` means a real second process: the scorer stops with the error.
 """
 
 from __future__ import annotations
@@ -198,8 +200,9 @@ class Scorer:
             self.settings.kafka, tid, **{"transaction.timeout.ms": self.settings.scorer.transaction_timeout_ms}
         )
         try:
-            # Fences any earlier process with this id and aborts its unfinished transaction.
-            producer.init_transactions(KAFKA_TIMEOUT_S)
+            # Fences any earlier process with this id and aborts its unfinished transaction; waits
+            # for a broker that is restarting, as a transactional call does.
+            kafka.retrying(lambda: producer.init_transactions(KAFKA_TIMEOUT_S))
         except KafkaException as err:
             raise ServiceError(f"kafka {self.settings.kafka.bootstrap_servers}: init_transactions for "
                                f"transactional.id {tid!r} failed: {err}") from err
@@ -465,9 +468,9 @@ class Scorer:
             for message, reason in dead:
                 self._dead.send_message(message, reason, producer=producer)
             tps = list(offsets.values())
-            # A timed-out send_offsets is aborted, not retried: after a broker restart the retried
-            # call can wait forever for a request the old coordinator never answered (seen in the
-            # chaos test). Nothing is committed yet, so the abort and re-read lose nothing.
+            # A timed-out send_offsets is not retried: after a broker restart the retried call can
+            # wait forever for a request the old coordinator never answered (seen in the chaos
+            # test). Nothing is committed yet, so reopening the clients and re-reading lose nothing.
             group = consumer.consumer_group_metadata()
             kafka.retrying(lambda: self._bounded(lambda: producer.send_offsets_to_transaction(
                 tps, group, KAFKA_TIMEOUT_S)), retry_timeouts=False)
@@ -479,29 +482,38 @@ class Scorer:
             return False
         except KafkaException as exc:
             error = exc.args[0]
-            timed_out = error.code() == KafkaError._TIMED_OUT
-            if not (error.txn_requires_abort() or timed_out):
+            if error.code() == KafkaError._TIMED_OUT:
+                # A request that timed out (a broker restarting) may still be applied later, to this
+                # client's next transaction: librdkafka speaks transaction protocol v1, without
+                # KIP-890's defence. A new producer bumps the epoch, which fences every request of
+                # the old one and aborts its open transaction; the new consumer starts from what committed.
+                self._reopen(str(error))
+                return False
+            if not error.txn_requires_abort():
                 raise FatalKafkaError(f"{self._context}: transaction failed fatally: {error} (another process "
                                       "with the same transactional.id?)", code=error.code(), name=error.name()) from exc
+            # The broker answered and refused (e.g. a stale group generation after a rebalance). The
+            # transaction is not aborted on this producer: abort_transaction purges its in-flight
+            # produce requests without waiting for them, and one that still lands would join this
+            # producer's next transaction (the re-scored batch) and duplicate its outputs. A new
+            # producer aborts it on the broker and bumps the epoch, fencing those requests.
             log.warning("transaction aborted; rewinding", error=error, partitions=len(offsets))
             try:
-                kafka.retrying(lambda: self._bounded(lambda: producer.abort_transaction(KAFKA_TIMEOUT_S)))
-            except ClientHung as hung:
-                self._reopen(str(hung))
+                self._replace_producer()
+                self._rewind()
+            except (ServiceError, KafkaException) as failed:
+                self._reopen(f"rewind after {error}: {failed}")
                 return False
-            except KafkaException as failed:
-                if not timed_out:
-                    raise
-                # The broker restarted under the transaction and this client can no longer end it
-                # (INVALID_TXN_STATE). A new producer with the same transactional.id fences it and
-                # aborts the open transaction on the broker, exactly as a restarted process would.
-                log.warning("transactional producer reopened", error=failed.args[0])
-                producer.purge()
-                self._producer = self._open_producer()
             self.summary.aborted += 1
             self.metrics.aborted.inc()
-            self._rewind()
             return False
+
+    def _replace_producer(self) -> None:
+        """A new transactional producer with the same id; the old one is kept alive, never closed (it may be stuck)."""
+        assert self._producer is not None
+        self._producer.purge(blocking=False)  # drops what it still queues; a stuck client must not block us
+        self._abandoned.append(self._producer)
+        self._producer = self._open_producer()
 
     def _bounded(self, call: Callable[[], Any]) -> Any:
         """``call()`` on the transaction thread, raising :class:`ClientHung` if it outlasts :data:`HUNG_CALL_S`."""
@@ -533,10 +545,10 @@ class Scorer:
         self._reopens.append(now)
         log.warning("kafka clients reopened", reason=reason, reopens=len(self._reopens))
         assert self.state is not None and self._consumer is not None and self._producer is not None
-        self._abandoned += [self._consumer, self._producer]
+        self._abandoned.append(self._consumer)
         self.state.clear()
         self._assigned = set()
-        self._producer = self._open_producer()
+        self._replace_producer()
         self._consumer = self._open_consumer()
         self.summary.reopened += 1
         self.metrics.reopened.inc()

@@ -79,3 +79,10 @@ def _lake_rows(settings: Settings) -> int:
         return sum(c.rows for c in lake.read_commits(settings, "readings"))
     except lake.LakeError:
         return 0
+
+
+def _recovery_lines(log: Path, limit: int = 80) -> str:
+    """The scorer's own log lines (starts, reopens, aborts, rewinds, checks), without dead letters or client noise."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if " mlops.serve." in line]
+    return "\n".join(lines[-limit:])
+

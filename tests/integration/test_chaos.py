@@ -28,7 +28,7 @@ from mlops import kafka
 from mlops.config import Settings
 from mlops.data import lake
 from mlops.testing import CommittedReader, fleet_readings, register_model, scorer_settings, unique
-from tests.integration.processes import _kill_broker, _lake_rows, _start, _stop, _stream
+from tests.integration.processes import _kill_broker, _lake_rows, _recovery_lines, _start, _stop, _stream
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: 
             out.poll(0.5)  # the condition is polled; reading predictions meanwhile is useful work
         assert sink.poll() is None, f"lake sink died during the run:\n{sink_log.read_text()[-3000:]}"
     except AssertionError:
-        print(scorer_log.read_text()[-5000:], sink_log.read_text()[-3000:])
+        print(_recovery_lines(scorer_log), sink_log.read_text()[-3000:])
         raise
     finally:
         release.set()
@@ -113,6 +113,12 @@ def test_scorer_kills_and_a_broker_restart_lose_and_duplicate_nothing(services: 
     assert faults == [f for f in faults if f == "broker" or f.startswith("scorer@")] and len(faults) == KILLS + 1
     by_event = Counter((p["device_id"], p["event_time"]) for p in out.records)
     duplicates = [k for k, n in by_event.items() if n > 1]
+    if duplicates:
+        twice = set(duplicates)
+        sources = sorted((p["source"]["partition"], p["source"]["offset"]) for p in out.records
+                         if (p["device_id"], p["event_time"]) in twice)
+        print(f"readings partition/offset predicted twice: {sources[:6]} .. {sources[-6:]}\nfaults: {faults}\n"
+              f"{_recovery_lines(scorer_log)}")
     assert not duplicates, f"{len(duplicates)} readings predicted twice, e.g. {duplicates[:3]}"
     assert predictions == len(readings) == len(by_event)
     assert set(by_event) == {(r["device_id"], r["event_time"]) for r in readings}

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from mlops.config import load_settings
 from mlops.errors import FatalKafkaError
@@ -42,3 +43,60 @@ def test_more_reopens_than_the_budget_stop_the_scorer_with_the_reason() -> None:
     with pytest.raises(AssertionError):
         scorer._reopen("stuck commit")
     assert len(scorer._reopens) == 1
+
+
+class _RefusingProducer:
+    """A transactional producer whose send_offsets fails with ``error``; it records what was called."""
+
+    def __init__(self, error: KafkaError) -> None:
+        self.error, self.calls = error, []
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def send_offsets_to_transaction(self, *_args: object) -> None:
+        raise KafkaException(self.error)
+
+    def abort_transaction(self, *_args: object) -> None:
+        self.calls.append("abort")
+
+
+class _Consumer:
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+def _failing_transaction(error: KafkaError, rewind_fails: bool = False) -> tuple[bool, list[str]]:
+    scorer = Scorer(load_settings("local"))
+    producer = _RefusingProducer(error)
+    scorer._producer, scorer._consumer = producer, _Consumer()  # type: ignore[assignment]
+    steps: list[str] = []
+
+    def rewind() -> None:
+        steps.append("rewind")
+        if rewind_fails:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "committed offsets timed out"))
+
+    scorer._reopen = lambda reason, error=None: steps.append("reopen")  # type: ignore[method-assign]
+    scorer._replace_producer = lambda: steps.append("new producer")  # type: ignore[method-assign]
+    scorer._rewind = rewind  # type: ignore[method-assign]
+    committed = scorer._transact([], [], [], {})
+    return committed, producer.calls + steps
+
+
+def test_a_timed_out_transaction_reopens_both_clients_and_never_reuses_the_producer() -> None:
+    committed, calls = _failing_transaction(KafkaError(KafkaError._TIMED_OUT, "send_offsets timed out"))
+    assert not committed and calls == ["begin", "reopen"]
+
+
+def test_a_refused_transaction_gets_a_new_producer_and_a_rewind_never_an_abort_on_the_same_producer() -> None:
+    refused = KafkaError(KafkaError.ILLEGAL_GENERATION, "stale generation", txn_requires_abort=True)
+    committed, calls = _failing_transaction(refused)
+    assert not committed and calls == ["begin", "new producer", "rewind"]
+    committed, calls = _failing_transaction(refused, rewind_fails=True)
+    assert not committed and calls == ["begin", "new producer", "rewind", "reopen"]
+
+
+def test_a_fatal_transaction_error_stops_the_scorer() -> None:
+    with pytest.raises(FatalKafkaError, match="transaction failed fatally"):
+        _failing_transaction(KafkaError(KafkaError.PRODUCER_FENCED, "fenced", fatal=True))
