@@ -97,7 +97,7 @@ def make_stream(args: argparse.Namespace, settings: Settings, seed: int) -> Stre
     if args.scenario in CMAPSS_STREAMS:
         from loop_cmapss import STREAMS
 
-        return STREAMS[args.scenario](settings, hours_after_onset=args.hours_after_onset)
+        return STREAMS[args.scenario](settings, hours_after_onset=args.hours_after_onset, seed=seed)
     return simulated_stream(settings, args.scenario, args.devices, seed, args.history_readings,
                             args.hours_after_onset)
 
@@ -159,6 +159,9 @@ def run(args: argparse.Namespace, settings: Settings, run_name: str, seed: int, 
         "duration_s": round(time.perf_counter() - t0, 1), "readings": len(stream.readings),
         "live_readings": len(stream.readings) - stream.history_readings,
         "onset": onset.event_time.isoformat() if onset else None,
+        # A C-MAPSS replay can end before --hours-after-onset: it has only so many engines.
+        "hours_after_onset": round((stream.time_of(len(stream.readings) - 1) - onset.event_time)
+                                   / timedelta(hours=1), 1) if onset else None,
         "policy": settings.policy.model_dump(mode="json"), "train": settings.train.model_dump(mode="json"),
         "initial": initial_training.to_dict(), "table": [asdict(r) for r in rows],
         "trainings": [t.to_dict() for p in policies for t in p.trainings],
@@ -220,7 +223,7 @@ def main() -> None:
             results = run(args, settings, run_name, seed, args.out / f"seed-{seed}")
         runs.append(results)
         text = (f"{results['scenario']} seed {seed}: {results['live_readings']} live readings, onset "
-                f"{results['onset']}, {args.hours_after_onset:g} h after it; run took {results['duration_s']}s\n"
+                f"{results['onset']}, {results['hours_after_onset']} h after it; run took {results['duration_s']}s\n"
                 f"{results['detection']}\n" + format_table([Row(**r) for r in results["table"]]))
         print("\n" + text, flush=True)
         texts.append(text)

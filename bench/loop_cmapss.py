@@ -3,9 +3,12 @@
 FD001 has one operating condition and one fault mode, so it holds no drift of its own. The replay
 (:func:`mlops.data.replay.replay_events` with ``configs/replay/cmapss_fd001.yaml``) starts every
 engine at the same event time; here the engines are re-timed into a fleet of ``slots`` engines
-running at once, each slot taking the next engine (in unit order) one cycle after its engine
-failed, and each slot's first engine joining part-way through its life so that failures do not
-come in one wave (the simulator staggers its fleet the same way). Labels are the replay's: a
+running at once, each slot taking the next engine one cycle after its engine failed, and each
+slot's first engine joining part-way through its life so that failures do not come in one wave
+(the simulator staggers its fleet the same way). The next engine is the next in unit order, or,
+with a ``seed``, in a seeded shuffle of each file's engines (:func:`engine_order`): the
+benchmark's seeds give fleets of the same engines in a different order, as its seeds give other
+simulated fleets. Labels are the replay's: a
 failure at each engine's last reading, published with it. Two drifts (:data:`STREAMS`):
 
 * ``cmapss`` (:func:`cmapss_stream`): from ``onset_fraction`` of the run's event time on, every
@@ -24,6 +27,7 @@ failure at each engine's last reading, published with it. Two drifts (:data:`STR
 from __future__ import annotations
 
 import heapq
+import random
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -59,12 +63,12 @@ def degradation_shift(path: Path, mapping: Mapping) -> dict[str, float]:
 
 
 def cmapss_stream(settings: Settings, hours_after_onset: float, slots: int = 20, history_fraction: float = 0.3,
-                  onset_fraction: float = 0.4, path: Path = DATA) -> Stream:
+                  onset_fraction: float = 0.4, path: Path = DATA, seed: int | None = None) -> Stream:
     """FD001's training engines as a fleet of ``slots``; the history is the first ``history_fraction`` of
     the readings, the drift starts at ``onset_fraction`` of the run's event time."""
     mapping = load_mapping(config_dir() / "replay" / "cmapss_fd001.yaml")
     recalibration = {s: RECALIBRATION_SHARE * shift for s, shift in degradation_shift(path, mapping).items()}
-    timed = fleet(replay_events(path, mapping, settings.features.cycle_seconds), slots,
+    timed = fleet(engine_order(replay_events(path, mapping, settings.features.cycle_seconds), seed), slots,
                   timedelta(seconds=settings.features.cycle_seconds))
     start, end = timed[0][0], timed[-1][0]
     cycle = timedelta(seconds=settings.features.cycle_seconds)
@@ -84,13 +88,14 @@ def cmapss_stream(settings: Settings, hours_after_onset: float, slots: int = 20,
 
 
 def fd002_stream(settings: Settings, hours_after_onset: float, slots: int = 20, history_fraction: float = 0.3,
-                 fd001: Path = DATA, fd002: Path = FD002) -> Stream:
+                 fd001: Path = DATA, fd002: Path = FD002, seed: int | None = None) -> Stream:
     """FD001's training engines, then FD002's, as one fleet of ``slots``; the history is the first
     ``history_fraction`` of the readings (FD001 only), the onset the first FD002 reading."""
     cycle = timedelta(seconds=settings.features.cycle_seconds)
+    # Shuffled within each file: every FD001 engine still runs before the FD002 ones.
     replayed = [event for path, name in ((fd001, "cmapss_fd001"), (fd002, "cmapss_fd002"))
-                for event in replay_events(path, load_mapping(config_dir() / "replay" / f"{name}.yaml"),
-                                           settings.features.cycle_seconds)]
+                for event in engine_order(replay_events(path, load_mapping(config_dir() / "replay" / f"{name}.yaml"),
+                                                        settings.features.cycle_seconds), seed)]
     timed = fleet(replayed, slots, cycle)
     onset = min(when for when, _order, event in timed if event.device_id.startswith(f"cmapss-{fd002.stem}-"))
     stop = onset + timedelta(hours=hours_after_onset)
@@ -106,9 +111,22 @@ STREAMS = {"cmapss": cmapss_stream, "cmapss_fd002": fd002_stream}
 """Benchmark scenario name -> stream: FD001 with the injected recalibration, FD001 followed by FD002."""
 
 
+def engine_order(replayed: Iterable[Reading | Label], seed: int | None) -> list[Reading | Label]:
+    """The replayed events grouped by engine, engines in order of first appearance (unit order), or
+    shuffled by ``seed``; each engine's events keep their order."""
+    engines: dict[str, list[Reading | Label]] = {}
+    for event in replayed:
+        engines.setdefault(event.device_id, []).append(event)
+    order = list(engines)
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    return [event for engine in order for event in engines[engine]]
+
+
 def fleet(replayed: Iterable[Reading | Label], slots: int, cycle: timedelta
           ) -> list[tuple[datetime, int, Reading | Label]]:
-    """(new event time, order, event) of every replayed event, engines re-timed into ``slots``, sorted."""
+    """(new event time, order, event) of every replayed event, engines re-timed into ``slots`` in order of
+    first appearance, sorted."""
     engines: dict[str, list[Reading | Label]] = {}
     for event in replayed:
         engines.setdefault(event.device_id, []).append(event)
