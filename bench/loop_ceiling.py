@@ -1,12 +1,13 @@
 """Benchmark: what the labels known h hours after the onset allow, against the hindsight oracle.
 
     .venv/bin/python bench/loop_ceiling.py [--scenario cmapss_fd002] [--seeds 1,2,3] [--cuts 2,4,6,8,12]
-                                           [--hours-after-onset 24] [--out bench/out/ceiling]
+                                           [--hours-after-onset 24] [--labels-only] [--out bench/out/ceiling]
 
 ``bench/loop.py`` asks the loop to reach 90 % of the oracle's f1 within 6 h of the onset. This
 measures whether the data allows it. For each cut (onset + h), on the loop benchmark's stream:
 
-* the labelled rows a retraining at the cut would see: every reading up to the cut, labelled by the
+* the failures published since the onset (of devices that joined after it: FD002's engines) and the
+  labelled rows a retraining at the cut would see: every reading up to the cut, labelled by the
   product's rule (:func:`mlops.features.labels.label_readings`) from the labels published by then;
   a reading whose outcome is not known yet is left out, as the training job leaves it out;
 * the product's search on them, as a drift retraining runs it (:func:`mlops.train.regimes.regime_split`
@@ -18,6 +19,8 @@ measures whether the data allows it. For each cut (onset + h), on the loop bench
 
 The retraining at the cut is assumed to serve at once: no gate and no wait for fresh labels, which
 the loop needs. So the ratio bounds any policy that trains at the cut on what it has seen.
+``--labels-only`` prints what is known at each cut (devices failed since the onset, labelled rows,
+positives) without fitting anything: seconds instead of an hour of CPU.
 Writes ``<out>/ceiling.json``; prints one table per seed and the medians.
 """
 
@@ -80,7 +83,8 @@ def served_f1(model: Fitted, stream: Stream, names: list[str], rows: np.ndarray)
     return float(evaluate(stream.truth[rows], probability, model.threshold)["f1"])
 
 
-def run_one(settings: Settings, scenario: str, seed: int, hours: float, cuts: list[float]) -> dict[str, object]:
+def run_one(settings: Settings, scenario: str, seed: int, hours: float, cuts: list[float],
+            fit: bool = True) -> dict[str, object]:
     stream = make_stream(settings, scenario, seed, hours)
     if stream.onset is None:
         raise SystemExit(f"{scenario} has no onset: nothing to measure")
@@ -91,7 +95,11 @@ def run_one(settings: Settings, scenario: str, seed: int, hours: float, cuts: li
     labelled = stream.truth >= 0
     post = stream.readings.index[(times >= pd.Timestamp(onset)).to_numpy() & labelled].to_numpy()
     everything = pd.concat([stream.readings[["device_id", "event_time"]], stream.features], axis=1).loc[post]
-    oracle = search(settings, everything.assign(label=stream.truth[post]), names, onset)
+    oracle = search(settings, everything.assign(label=stream.truth[post]), names, onset) if fit else None
+    first_seen = stream.readings.groupby("device_id")["event_time"].min()
+    new = set(first_seen.index[first_seen >= pd.Timestamp(onset)])  # FD002's engines, in the FD001 -> FD002 stream
+    failures = [(e.event_time, e.device_id in new) for e in stream.events
+                if isinstance(e, Label) and e.kind == "failure" and e.event_time >= onset]
     results: list[dict[str, object]] = []
     for h in cuts:
         cut = onset + timedelta(hours=h)
@@ -100,31 +108,38 @@ def run_one(settings: Settings, scenario: str, seed: int, hours: float, cuts: li
             break
         frame = known_rows(settings, stream, cut)
         regime = frame[frame["event_time"] >= pd.Timestamp(onset)]
-        row: dict[str, object] = {"hours": h, "known_rows": len(frame), "known_since_onset": len(regime),
-                                  "positives_since_onset": int(regime[LABEL].sum()), "scored": len(later),
-                                  "oracle_f1": served_f1(oracle, stream, names, later)}
+        row: dict[str, object] = {"hours": h, "failures_since_onset": sum(t <= cut for t, _ in failures),
+                                  "failures_of_new_devices": sum(t <= cut and is_new for t, is_new in failures),
+                                  "known_rows": len(frame), "known_since_onset": len(regime),
+                                  "positives_since_onset": int(regime[LABEL].sum()), "scored": len(later)}
+        results.append(row)
+        if oracle is None:
+            continue
+        row["oracle_f1"] = served_f1(oracle, stream, names, later)
         try:
             row["f1"] = served_f1(search(settings, frame, names, onset), stream, names, later)
         except TrainingError as err:
             row["f1"], row["error"] = None, str(err).splitlines()[0]
-        results.append(row)
     return {"scenario": stream.name, "seed": seed, "onset": onset.isoformat(), "cuts": results}
 
 
 def ratio(row: dict[str, object]) -> float | None:
-    f1, oracle = row.get("f1"), row["oracle_f1"]
+    f1, oracle = row.get("f1"), row.get("oracle_f1")
     return None if f1 is None or not oracle else float(f1) / float(oracle)  # type: ignore[arg-type]
 
 
 def table(result: dict[str, object]) -> list[str]:
     lines = [f"{result['scenario']} seed {result['seed']} (onset {result['onset']})",
-             "cut h  rows known  since onset  positives since onset  f1 after cut  oracle f1  of oracle"]
+             "cut h  failures since onset (of devices new since)  rows known  since onset  positives since onset  "
+             "f1 after cut  oracle f1  of oracle"]
     for row in result["cuts"]:  # type: ignore[attr-defined]
         share = ratio(row)
-        f1 = "failed" if row["f1"] is None else f"{row['f1']:.3f}"
-        lines.append(f"{row['hours']:5g}  {row['known_rows']:10d}  {row['known_since_onset']:11d}  "
-                     f"{row['positives_since_onset']:21d}  {f1:>12s}  {row['oracle_f1']:9.3f}  "
-                     f"{'-' if share is None else f'{share:.3f}':>9s}")
+        f1 = "-" if "f1" not in row else "failed" if row["f1"] is None else f"{row['f1']:.3f}"
+        oracle = f"{row['oracle_f1']:.3f}" if "oracle_f1" in row else "-"
+        failed = f"{row['failures_since_onset']} ({row['failures_of_new_devices']})"
+        lines.append(f"{row['hours']:5g}  {failed:>45s}  {row['known_rows']:10d}  "
+                     f"{row['known_since_onset']:11d}  {row['positives_since_onset']:21d}  {f1:>12s}  "
+                     f"{oracle:>9s}  {'-' if share is None else f'{share:.3f}':>9s}")
     return lines
 
 
@@ -134,6 +149,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--cuts", default="2,4,6,8,12", help="hours after the onset, comma-separated")
     parser.add_argument("--hours-after-onset", type=float, default=24.0)
+    parser.add_argument("--labels-only", action="store_true", help="what is known at each cut; no fitting")
     parser.add_argument("--out", type=Path, default=Path("bench/out/ceiling"))
     args = parser.parse_args()
     settings = load_settings("local")
@@ -142,7 +158,7 @@ def main() -> None:
     results = []
     with threadpool_limits(1):  # one thread per fit: OpenMP on a shared 2-core machine thrashes
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-            result = run_one(settings, args.scenario, seed, args.hours_after_onset, cuts)
+            result = run_one(settings, args.scenario, seed, args.hours_after_onset, cuts, fit=not args.labels_only)
             results.append(result)
             print(f"[{time.perf_counter() - t0:5.0f}s]", "\n".join(table(result)), sep="\n", flush=True)
     if len(results) > 1:
