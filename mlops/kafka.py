@@ -11,11 +11,16 @@ is logged with its topic, partition and offset and the loop carries on, so the c
 fatal one (:func:`is_fatal`: this member fenced by another with the same ``group.instance.id``,
 authentication or authorisation refused) raises :class:`~mlops.errors.FatalKafkaError`, which
 stops the process with the message and exit code 1 (``mlops.cli.main``).
+
+One fatal error is often not another process's doing: a static member whose session expired while a
+broker restarted can be fenced by its own rejoin (:data:`SELF_FENCING`). A long-running consumer
+then opens a new client instead of stopping, within a :class:`ReopenBudget`.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -355,3 +360,36 @@ def committed_total(settings: KafkaSettings, group: str, topic: str) -> int:
         return sum(max(0, tp.offset) for tp in committed)
     finally:
         client.close()
+
+
+SELF_FENCING = frozenset({KafkaError.FENCED_INSTANCE_ID, KafkaError._FATAL})
+"""Consumer errors after which a static member reopens its client rather than stop: librdkafka can
+fence a static member by its own rejoin once its session expired while a broker restarted
+(librdkafka issue 3437), and reports it as FENCED_INSTANCE_ID or as a fatal error."""
+
+
+class ReopenBudget:
+    """At most ``limit`` client reopens in any ``window_s`` seconds: one more means the fencing was real
+    (a second process with the same ``group.instance.id``), and :meth:`spend` raises it."""
+
+    def __init__(self, context: str, limit: int = 3, window_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.context = context
+        self.limit = limit
+        self.window_s = window_s
+        self.clock = clock
+        self.spent: deque[float] = deque()
+
+    def spend(self, reason: str, error: Exception | None = None) -> int:
+        """Count one reopen, or raise FatalKafkaError if the budget is used up; the reopens in the window."""
+        now = self.clock()
+        while self.spent and now - self.spent[0] > self.window_s:
+            self.spent.popleft()
+        if len(self.spent) >= self.limit:
+            raise FatalKafkaError(f"{self.context}: Kafka clients reopened {self.limit} times in "
+                                  f"{self.window_s:.0f} s, the last time because: {reason}. Another process "
+                                  "with this group instance id? Stop one of them.",
+                                  code=getattr(error, "code", KafkaError._FATAL),
+                                  name=getattr(error, "name", "_FATAL"))
+        self.spent.append(now)
+        return len(self.spent)

@@ -13,6 +13,10 @@ those dead letters after the restart (at-least-once for the DLQ); the lake itsel
 One sink writes to one lake directory at a time (a lock file enforces it). It joins its consumer
 group as a static member (``group.instance.id`` derived from the lake directory), so a sink that
 restarts after a crash gets its partitions back at once instead of after the session timeout.
+A static member whose session expired while a broker restarted can be fenced by its own rejoin
+(:data:`mlops.kafka.SELF_FENCING`); the sink then drops what it has not committed and opens a new
+consumer, which resumes every partition after the lake's last commit, within a
+:class:`~mlops.kafka.ReopenBudget` (more reopens than that stop it with the error).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from mlops.config import Settings
 from mlops.data import lake
 from mlops.data.dlq import DeadLetters
 from mlops.data.schemas import lake_row, parse_label, parse_reading
-from mlops.errors import ValidationError
+from mlops.errors import FatalKafkaError, ValidationError
 from mlops.log import get_logger
 
 __all__ = ["CONSUMER_NAME", "LakeSink", "SinkStats", "instance_id"]
@@ -98,8 +102,11 @@ class LakeSink:
         self._next: dict[tuple[str, int], int] = {}  # first offset not in the lake, per assigned partition
         self._stopping = False
         self._consumer: Consumer | None = None
+        self._abandoned: list[Consumer] = []
+        """Consumers replaced after a self-fencing; never closed (closing a fenced client can block)."""
         self._dead = DeadLetters(settings, CONSUMER_NAME)
         self._context = f"lake sink (group {settings.lake.group_id})"
+        self._reopens = kafka.ReopenBudget(self._context)
         self.stats = SinkStats()
 
     def stop(self) -> None:
@@ -113,11 +120,7 @@ class LakeSink:
         with lake.writer_lock(self._settings):
             for table in lake.TABLES:
                 lake.remove_orphans(self._settings, table)
-            consumer = kafka.consumer(self._settings.kafka, self._settings.lake.group_id,
-                                      **{"group.instance.id": instance_id(self._settings)})
-            self._consumer = consumer
-            consumer.subscribe(list(self._tables), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                               on_lost=self._on_lost)
+            consumer = self._open_consumer()
             self.stats = SinkStats()
             last_event = self._clock()
             clean = False
@@ -127,7 +130,13 @@ class LakeSink:
                     budget = max(1, min(500, self._batch_rows - self._pending_count))
                     if max_events is not None:
                         budget = min(budget, max_events - self.stats.consumed)
-                    messages = kafka.consume(consumer, budget, 0.2, self._context)
+                    try:
+                        messages = kafka.consume(consumer, budget, 0.2, self._context)
+                    except FatalKafkaError as err:
+                        if err.code not in kafka.SELF_FENCING:
+                            raise
+                        consumer = self._reopen(consumer, str(err), err)
+                        continue
                     for message in messages:
                         self._handle(message)
                     if messages or not self._next:
@@ -154,6 +163,27 @@ class LakeSink:
         log.info("lake sink stopped", consumed=self.stats.consumed, rows=self.stats.rows_written,
                  commits=self.stats.commits, dead_letters=sum(self.stats.dead_letters.values()))
         return self.stats
+
+    def _open_consumer(self) -> Consumer:
+        consumer = kafka.consumer(self._settings.kafka, self._settings.lake.group_id,
+                                  **{"group.instance.id": instance_id(self._settings)})
+        consumer.subscribe(list(self._tables), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_lost)
+        self._consumer = consumer
+        return consumer
+
+    def _reopen(self, fenced: Consumer, reason: str, error: FatalKafkaError) -> Consumer:
+        """Replace a consumer fenced (by its own rejoin, most likely) with a new one; the new one's
+        assignment seeks every partition to the offset after the lake's last commit."""
+        reopens = self._reopens.spend(reason, error)
+        log.warning("kafka consumer reopened; events not yet committed to the lake are read again",
+                    reason=reason, reopens=reopens, dropped=self._pending_count)
+        self._pending.clear()
+        self._pending_count = 0
+        self._oldest_pending = None
+        self._next.clear()
+        self._abandoned.append(fenced)
+        return self._open_consumer()
 
     # ------------------------------------------------------------------------------------ events
 

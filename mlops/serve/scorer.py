@@ -25,7 +25,7 @@ hard deadline; and a static member whose session expired while the broker restar
 by its own rejoin. A new producer with the same transactional.id bumps the epoch, which fences
 every request of the old one and aborts its open transaction; a new consumer takes the partitions
 back and rebuilds the windows from the committed offsets, so nothing is lost or scored twice. More
-than ``MAX_REOPENS`` in ``REOPEN_WINDOW_S`` means a real second process: the scorer stops with the error.
+than its :class:`~mlops.kafka.ReopenBudget` allows means a real second process: the scorer stops with the error.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -72,7 +71,6 @@ DEFAULT_GROUP = "mlops-scorer"
 KAFKA_TIMEOUT_S = 30.0
 HUNG_CALL_S = KAFKA_TIMEOUT_S + 15.0
 """A transactional call that has not returned by then never will: the clients are reopened."""
-MAX_REOPENS, REOPEN_WINDOW_S = 3, 600.0
 
 
 class ClientHung(Exception):
@@ -134,7 +132,7 @@ class Scorer:
         self._calls = ThreadPoolExecutor(1, thread_name_prefix="scorer-txn")
         self._abandoned: list[Consumer | Producer] = []
         """Clients replaced by :meth:`_reopen`; kept alive, never closed: closing a stuck client can block too."""
-        self._reopens: deque[float] = deque()
+        self._reopens = kafka.ReopenBudget(self._context)
         self._check = OutputCheck(settings, group_id, settings.scorer.transaction_timeout_ms / 1000)
         self._inherited: dict[Partition, Unverified] = {}
         """Per partition, the range its committed offset vouched for when the scorer last started it."""
@@ -174,7 +172,7 @@ class Scorer:
                     messages = kafka.consume(self._consumer, limit, self.settings.scorer.poll_timeout_s,
                                              self._context)
                 except FatalKafkaError as err:
-                    if err.code not in _SELF_FENCING:
+                    if err.code not in kafka.SELF_FENCING:
                         raise
                     self._reopen(str(err), err)
                     continue
@@ -533,17 +531,8 @@ class Scorer:
         The new producer's ``init_transactions`` fences the old one and aborts its open transaction;
         the new consumer joins with the same static id, which fences the old one and takes its
         partitions back, replayed from the committed offsets (:meth:`_on_assign`)."""
-        now = time.monotonic()
-        while self._reopens and now - self._reopens[0] > REOPEN_WINDOW_S:
-            self._reopens.popleft()
-        if len(self._reopens) >= MAX_REOPENS:
-            raise FatalKafkaError(f"{self._context}: Kafka clients reopened {MAX_REOPENS} times in "
-                                  f"{REOPEN_WINDOW_S:.0f} s, the last time because: {reason}. Another process "
-                                  "with this group instance id? Stop one of them.",
-                                  code=getattr(error, "code", KafkaError._FATAL),
-                                  name=getattr(error, "name", "_FATAL"))
-        self._reopens.append(now)
-        log.warning("kafka clients reopened", reason=reason, reopens=len(self._reopens))
+        reopens = self._reopens.spend(reason, error)
+        log.warning("kafka clients reopened", reason=reason, reopens=reopens)
         assert self.state is not None and self._consumer is not None and self._producer is not None
         self._abandoned.append(self._consumer)
         self.state.clear()
@@ -571,6 +560,3 @@ def _offsets_by_partition(batch: list[Message]) -> dict[Partition, list[int]]:
         offsets.setdefault((message.topic() or "", message.partition() or 0), []).append(message.offset() or 0)
     return offsets
 
-
-_SELF_FENCING = frozenset({KafkaError.FENCED_INSTANCE_ID, KafkaError._FATAL})
-"""Consumer errors after which a static member reopens once rather than stop (see the module docstring)."""

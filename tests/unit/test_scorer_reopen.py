@@ -33,16 +33,16 @@ def test_a_call_that_outlasts_the_deadline_raises_and_the_next_call_gets_a_fresh
 def test_more_reopens_than_the_budget_stop_the_scorer_with_the_reason() -> None:
     scorer = Scorer(load_settings("local"))
     now = time.monotonic()
-    scorer._reopens.extend([now - 3, now - 2, now - 1])
+    scorer._reopens.spent.extend([now - 3, now - 2, now - 1])
     with pytest.raises(FatalKafkaError, match=r"reopened 3 times .* because: stuck commit"):
         scorer._reopen("stuck commit")
     # Reopens older than the window no longer count: the fourth is allowed to go ahead (and here
     # fails only because this scorer never opened clients).
-    scorer._reopens.clear()
-    scorer._reopens.extend([now - scorer_module.REOPEN_WINDOW_S - 10] * 3)
+    scorer._reopens.spent.clear()
+    scorer._reopens.spent.extend([now - scorer._reopens.window_s - 10] * 3)
     with pytest.raises(AssertionError):
         scorer._reopen("stuck commit")
-    assert len(scorer._reopens) == 1
+    assert len(scorer._reopens.spent) == 1
 
 
 class _RefusingProducer:
