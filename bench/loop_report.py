@@ -164,8 +164,13 @@ def table(stream: Stream, policies: list[Policy], margin: float) -> list[Row]:
     return rows
 
 
+NEVER_IS_NONE = ("onset_to_better_h", "onset_to_oracle_h")
+"""Columns where a missing figure means "never": it counts as later than any other in a median."""
+
+
 def medians(runs: list[list[Row]]) -> list[Row]:
-    """Per policy (in the first run's order), the median of every figure over the runs that have one."""
+    """Per policy (in the first run's order), the median of every figure over the runs that have one;
+    a time that never came counts as infinitely late (a median that falls on it prints "-")."""
     names = [row.policy for row in runs[0]]
     out = []
     for name in names:
@@ -175,7 +180,11 @@ def medians(runs: list[list[Row]]) -> list[Row]:
             if key == "policy":
                 continue
             present = [getattr(r, key) for r in rows if getattr(r, key) is not None]
+            if key in NEVER_IS_NONE:
+                present += [np.inf] * (len(rows) - len(present))
             median = float(np.median(present)) if present else None
+            if median is not None and np.isinf(median):
+                median = None
             values[key] = round(median) if isinstance(first, int) and median is not None else median
         out.append(Row(**values))  # type: ignore[arg-type]
     return out
