@@ -386,9 +386,10 @@ class ReopenBudget:
         while self.spent and now - self.spent[0] > self.window_s:
             self.spent.popleft()
         if len(self.spent) >= self.limit:
-            raise FatalKafkaError(f"{self.context}: Kafka clients reopened {self.limit} times in "
-                                  f"{self.window_s:.0f} s, the last time because: {reason}. Another process "
-                                  "with this group instance id? Stop one of them.",
+            # The reason comes first: it names the client and the error, as if no reopen had been tried.
+            raise FatalKafkaError(f"{reason} [{self.context}: Kafka clients already reopened {self.limit} "
+                                  f"time(s) in {self.window_s:.0f} s; another process with this group "
+                                  "instance id? Stop one of them]",
                                   code=getattr(error, "code", KafkaError._FATAL),
                                   name=getattr(error, "name", "_FATAL"))
         self.spent.append(now)

@@ -15,8 +15,8 @@ group as a static member (``group.instance.id`` derived from the lake directory)
 restarts after a crash gets its partitions back at once instead of after the session timeout.
 A static member whose session expired while a broker restarted can be fenced by its own rejoin
 (:data:`mlops.kafka.SELF_FENCING`); the sink then drops what it has not committed and opens a new
-consumer, which resumes every partition after the lake's last commit, within a
-:class:`~mlops.kafka.ReopenBudget` (more reopens than that stop it with the error).
+consumer, which resumes every partition after the lake's last commit, once in 10 minutes
+(:class:`~mlops.kafka.ReopenBudget`): fenced again, it stops with the error.
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ class LakeSink:
         """Consumers replaced after a self-fencing; never closed (closing a fenced client can block)."""
         self._dead = DeadLetters(settings, CONSUMER_NAME)
         self._context = f"lake sink (group {settings.lake.group_id})"
-        self._reopens = kafka.ReopenBudget(self._context)
+        # One reopen per 10 minutes: a broker restart fences the sink once, while a second process
+        # with the same instance id fences the reopened consumer again as soon as it joins.
+        self._reopens = kafka.ReopenBudget(self._context, limit=1)
         self.stats = SinkStats()
 
     def stop(self) -> None:

@@ -21,6 +21,14 @@ restarts from the committed offsets, or which the broker does when a dead scorer
 times out, before another scorer can take the partition. A stray record that no later
 transaction's marker reaches keeps the output partition's last stable offset where it is: the check
 reports it as a hanging transaction and rescores nothing.
+
+The same hole opens the other way: a transaction's offset commit that lands after its marker is
+taken away when the producer's next transaction aborts, while the first transaction's outputs stay
+committed (seen once in the chaos test: 255 readings predicted twice after a restart). So the check
+also reads which records at or past the committed offset already have an output, and says where the
+first one without lies: the scorer resumes there, and those records only rebuild its windows.
+Outputs are searched in the same window, from the committed transaction's start for as long as a
+transaction can stay open, which holds the next transactions of a partition that is being scored.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -41,7 +49,7 @@ from mlops.errors import ServiceError
 from mlops.log import get_logger
 from mlops.serve.feature_state import Partition
 
-__all__ = ["OutputCheck", "Unverified", "decode_range", "encode_range"]
+__all__ = ["OutputCheck", "Unverified", "Verdict", "decode_range", "encode_range"]
 
 log = get_logger(__name__)
 
@@ -76,6 +84,17 @@ def decode_range(metadata: str | None) -> Unverified | None:
         return None
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the outputs say about each checked partition's committed offset."""
+
+    missing: dict[Partition, list[int]]
+    """Committed records without an output: to be scored again."""
+    resume: dict[Partition, int]
+    """Where scoring resumes when records at or past the committed offset already have an output
+    (their offset commit was lost); partitions whose committed offset is right are absent."""
+
+
 class _Source(msgspec.Struct):
     topic: str
     partition: int
@@ -104,30 +123,47 @@ class OutputCheck:
         self._reader: Consumer | None = None
         self._admin = kafka.admin(settings.kafka)
 
-    def missing(self, ranges: dict[Partition, tuple[Unverified, int]]) -> dict[Partition, list[int]] | None:
-        """For each partition's ``(range, committed offset)``, the offsets of its records that have no output.
+    def missing(self, ranges: dict[Partition, tuple[Unverified, int]]) -> Verdict | None:
+        """For each partition's ``(range, committed offset)``, its committed records that have no output,
+        and where to resume if records past the committed offset have one.
 
         None if the outputs cannot be told yet: an output partition's last stable offset stayed below
         its end past the time a transaction can stay open (a hanging transaction, logged)."""
+        verdict = Verdict({}, {})
         if not ranges:
-            return {}
+            return verdict
         reader = self._reader_client()
         outputs = self._output_partitions(reader)
         ends = self._stable_ends(reader, outputs)
         if ends is None:
             return None
-        found: dict[Partition, list[int]] = {}
+        named = self._named_offsets(reader, outputs, ends, {key: unverified.began_ms
+                                                            for key, (unverified, _c) in ranges.items()})
         for key, (unverified, committed) in sorted(ranges.items()):
             records = self._record_offsets(reader, key, unverified.first, committed)
-            if not records:
-                continue
-            wanted = set(records)
-            self._strike_outputs(reader, outputs, ends, key, unverified.began_ms, wanted)
+            wanted = set(records) - named.get(key, set())
             if wanted:
-                found[key] = sorted(wanted)
+                verdict.missing[key] = sorted(wanted)
                 log.warning("committed readings without output", topic=key[0], partition=key[1],
                             records=len(records), missing=len(wanted), first=min(wanted), last=max(wanted))
-        return found
+            ahead = {offset for offset in named.get(key, set()) if offset >= committed}
+            resume = self._first_without_output(reader, key, committed, ahead)
+            if resume > committed:
+                verdict.resume[key] = resume
+                log.warning("readings past the committed offset already have outputs: resuming after them",
+                            topic=key[0], partition=key[1], committed=committed, resume=resume)
+        return verdict
+
+    def _first_without_output(self, reader: Consumer, key: Partition, committed: int, ahead: set[int]) -> int:
+        """The first record at or after ``committed`` that no output in ``ahead`` names."""
+        if not ahead:
+            return committed
+        resume = committed
+        for offset in self._record_offsets(reader, key, committed, max(ahead) + 1):
+            if offset not in ahead:
+                break
+            resume = offset + 1
+        return resume
 
     def close(self) -> None:
         if self._reader is not None:
@@ -200,28 +236,31 @@ class OutputCheck:
             offsets.append(message.offset() or 0)
         return offsets
 
-    def _strike_outputs(self, reader: Consumer, outputs: list[TopicPartition], ends: dict[Partition, int],
-                        key: Partition, began_ms: int, wanted: set[int]) -> None:
-        """Remove from ``wanted`` every offset of ``key`` that an output written since ``began_ms`` names."""
-        since = began_ms - TIME_SLACK_MS
-        until = began_ms + int(self.timeout_s * 1000) + CLOCK_SKEW_MS
+    def _named_offsets(self, reader: Consumer, outputs: list[TopicPartition], ends: dict[Partition, int],
+                       began_ms: dict[Partition, int]) -> dict[Partition, set[int]]:
+        """Per readings partition, the offsets that this group's outputs name, read from the earliest
+        transaction's start for as long as the latest one can stay open."""
+        since = min(began_ms.values()) - TIME_SLACK_MS
+        until = max(began_ms.values()) + int(self.timeout_s * 1000) + CLOCK_SKEW_MS
         starts = kafka.retrying(lambda: reader.offsets_for_times(
             [TopicPartition(tp.topic, tp.partition, since) for tp in outputs], timeout=self.timeout_s))
         # -1: no stable record at or after `since`, so none to read (every end is stable by now).
         positions = [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in starts
                      if 0 <= tp.offset < ends[(tp.topic, tp.partition)]]
         stop_at = {(tp.topic, tp.partition): ends[(tp.topic, tp.partition)] for tp in positions}
-        for message in self._read(reader, positions, stop_at, until_ms=until, done=lambda: not wanted):
+        named: dict[Partition, set[int]] = {}
+        for message in self._read(reader, positions, stop_at, until_ms=until):
             output = _decode_output(message.value() or b"{}")
             source = output.source
-            if source is None or (source.topic, source.partition) != key:
+            if source is None or (source.topic, source.partition) not in began_ms:
                 continue
             if message.topic() == self.topics.dlq and not (output.consumer or "").startswith(self._dead_letter_prefix):
                 continue  # another consumer's dead letter (the lake sink's) says nothing about the scorer
-            wanted.discard(source.offset)
+            named.setdefault((source.topic, source.partition), set()).add(source.offset)
+        return named
 
     def _read(self, reader: Consumer, positions: list[TopicPartition], ends: dict[Partition, int],
-              until_ms: int | None = None, done: Callable[[], bool] | None = None) -> Iterator[Message]:
+              until_ms: int | None = None) -> Iterator[Message]:
         """The committed records from ``positions`` up to each partition's end, or its first one after ``until_ms``."""
         if not positions:
             return
@@ -230,8 +269,6 @@ class OutputCheck:
         deadline = time.monotonic() + READ_DEADLINE_S
         try:
             while open_:
-                if done is not None and done():
-                    return
                 if time.monotonic() > deadline:
                     raise ServiceError(f"kafka {self.settings.kafka.bootstrap_servers}: reading "
                                        f"{', '.join(f'{t}[{p}]' for t, p in sorted(open_))} up to "

@@ -261,13 +261,14 @@ class Scorer:
         # it (as for a transactional call) rather than let the rebalance callback kill the process.
         committed = kafka.retrying(lambda: consumer.committed(
             [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=KAFKA_TIMEOUT_S))
-        lost = self._lost_outputs(committed)
+        lost, resume = self._lost_outputs(committed)
         positions = []
         for tp in committed:
             key = (tp.topic, tp.partition)
-            # What this process committed itself is authoritative too: a replay must never end
-            # below a record it has already scored, even if the broker's answer lags the commit.
-            tp.offset = max(tp.offset, self._scored_until.get(key, -1))
+            # What this process committed itself is authoritative too, and so are outputs past the
+            # committed offset: a replay must never end below a record that already has its output,
+            # even if the broker's answer lags the commit or lost it.
+            tp.offset = max(tp.offset, self._scored_until.get(key, -1), resume.get(key, -1))
             if tp.offset < 0:  # nothing committed yet: everything is new
                 self.state.drop([key])
                 positions.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
@@ -281,8 +282,9 @@ class Scorer:
             positions.append(TopicPartition(tp.topic, tp.partition, max(low, start - lookback)))
         return positions
 
-    def _lost_outputs(self, committed: list[TopicPartition]) -> dict[Partition, list[int]]:
-        """Per partition, the committed records below its offset whose output is not committed."""
+    def _lost_outputs(self, committed: list[TopicPartition]) -> tuple[dict[Partition, list[int]], dict[Partition, int]]:
+        """Per partition, the committed records below its offset whose output is not committed, and
+        where to resume if records past it already have outputs (:class:`OutputCheck`)."""
         ranges = {}
         self._inherited = {}
         for tp in committed:
@@ -291,13 +293,13 @@ class Scorer:
                 ranges[(tp.topic, tp.partition)] = (vouched, tp.offset)
                 self._inherited[(tp.topic, tp.partition)] = vouched
         try:
-            lost = self._check.missing(ranges)
+            verdict = self._check.missing(ranges)
         except (KafkaException, ServiceError) as err:
             # As before the check existed: resume from the committed offsets, and say what went unchecked.
             log.error("committed readings not checked against their outputs", error=str(err),
                       partitions=",".join(f"{t}[{p}]" for t, p in sorted(ranges)))
-            return {}
-        return lost or {}
+            return {}, {}
+        return (verdict.missing, verdict.resume) if verdict is not None else ({}, {})
 
     def _rewind(self) -> None:
         """Back to the committed offsets of every owned partition, rebuilding the windows on the way."""

@@ -175,6 +175,30 @@ def _wait_for_log(log: Path, text: str, process: subprocess.Popen[bytes], timeou
         time.sleep(0.1)  # polling a file for a condition, with a deadline
 
 
+def _committed(settings: Settings, group: str) -> list[TopicPartition]:
+    """``group``'s committed offsets on the readings topic, with their metadata."""
+    topic = settings.kafka.topics.readings
+    client = kafka.consumer(settings.kafka, group)
+    try:
+        partitions = client.list_topics(topic, timeout=30).topics[topic].partitions
+        return list(client.committed([TopicPartition(topic, p) for p in sorted(partitions)], timeout=30))
+    finally:
+        client.close()
+
+
+def _commit(settings: Settings, group: str, offsets: list[TopicPartition]) -> None:
+    """Commit ``offsets`` for ``group`` in a transaction of their own, as a scorer's transaction would."""
+    client = kafka.consumer(settings.kafka, group)
+    producer = kafka.transactional_producer(settings.kafka, unique("offsets"))
+    try:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction(offsets, client.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+    finally:
+        client.close()
+
+
 def _commit_offsets_without_outputs(settings: Settings, group: str) -> int:
     """Commit ``group`` to the end of the readings, vouching for the records past its offsets: none has an output.
 
@@ -182,24 +206,18 @@ def _commit_offsets_without_outputs(settings: Settings, group: str) -> int:
     transaction but its offsets were committed. Returns how many records it skipped."""
     topic = settings.kafka.topics.readings
     client = kafka.consumer(settings.kafka, group)
-    producer = kafka.transactional_producer(settings.kafka, unique("lost-outputs"))
     try:
-        partitions = client.list_topics(topic, timeout=30).topics[topic].partitions
-        committed = client.committed([TopicPartition(topic, p) for p in sorted(partitions)], timeout=30)
         began_ms = int(time.time() * 1000)
         ends, skipped = [], 0
-        for tp in committed:
+        for tp in _committed(settings, group):
             end = client.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=30)[1]
             first = max(tp.offset, 0)
             ends.append(TopicPartition(topic, tp.partition, end, metadata=encode_range(first, began_ms)))
             skipped += end - first
-        producer.init_transactions(30)
-        producer.begin_transaction()
-        producer.send_offsets_to_transaction(ends, client.consumer_group_metadata(), 30)
-        producer.commit_transaction(30)
-        return skipped
     finally:
         client.close()
+    _commit(settings, group, ends)
+    return skipped
 
 
 def test_committed_readings_without_output_are_scored_once(services: Settings) -> None:
@@ -232,5 +250,40 @@ def test_committed_readings_without_output_are_scored_once(services: Settings) -
         out.wait_for(len(readings) + len(extra), timeout_s=30)
         out.drain(timeout_s=30)
         _assert_exactly_once(out.records, readings + extra)
+    finally:
+        out.close()
+
+
+def test_readings_past_a_lost_offset_commit_are_not_scored_again(services: Settings) -> None:
+    """The committed offsets are behind readings that have their predictions (a transaction's offset
+    commit taken away by the next one's abort): the restarted scorer skips them and scores the rest once."""
+    settings = scorer_settings(services, unique("ahead"), batch_size=50)
+    register_model(settings)
+    group = unique("g")
+    readings = fleet_readings(devices=12, cycles=range(1, 51))  # 600 readings
+    produce_readings(settings, readings[:360])
+    Scorer(settings, group_id=group).run(max_events=360)
+    behind = _committed(settings, group)
+    assert all(tp.offset >= 0 for tp in behind) and sum(tp.offset for tp in behind) == 360
+    produce_readings(settings, readings[360:480])
+    Scorer(settings, group_id=group).run(max_events=120)
+    assert sum(tp.offset for tp in _committed(settings, group)) == 480
+    _commit(settings, group, behind)  # the second run's offset commits lost, its predictions kept
+    produce_readings(settings, readings[480:])
+
+    give_up = threading.Event()
+    watchdog = threading.Timer(90, give_up.set)  # a scorer that finds nothing to score waits forever
+    watchdog.start()
+    try:
+        resumed = Scorer(settings, group_id=group).run(max_events=120, stop=give_up)
+    finally:
+        watchdog.cancel()
+
+    assert resumed.scored == 120 and resumed.rescored == 0
+    out = CommittedReader(settings, settings.kafka.topics.predictions)
+    try:
+        out.wait_for(len(readings), timeout_s=30)
+        out.drain(timeout_s=30)
+        _assert_exactly_once(out.records, readings)
     finally:
         out.close()
