@@ -257,10 +257,7 @@ class Scorer:
         """Where to start each partition so that the windows are rebuilt before scoring resumes."""
         assert self.state is not None
         lookback = self.settings.scorer.state_lookback
-        # A broker that restarts answers neither until its group coordinator has loaded: wait for
-        # it (as for a transactional call) rather than let the rebalance callback kill the process.
-        committed = kafka.retrying(lambda: consumer.committed(
-            [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=KAFKA_TIMEOUT_S))
+        committed = self._committed(consumer, partitions)
         lost, resume = self._lost_outputs(committed)
         positions = []
         for tp in committed:
@@ -281,6 +278,45 @@ class Scorer:
             start = min(missing, default=tp.offset)
             positions.append(TopicPartition(tp.topic, tp.partition, max(low, start - lookback)))
         return positions
+
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets of ``partitions``, waiting out a broker that restarts.
+
+        A broker that restarts answers only once its group coordinator has loaded: wait for it (as
+        for a transactional call) rather than let the rebalance callback kill the process. An
+        answer that never comes can be an offset commit of this scorer's producer left pending
+        (it landed after its transaction's marker, across a broker restart): it blocks every
+        request for the group's offsets (UNSTABLE_OFFSET_COMMIT, which librdkafka retries without
+        end) until that producer's next marker. Seen in CI on 2026-12-06: a scorer started after a
+        kill waited 60 s and died. An aborted transaction that holds the group's offsets writes
+        that marker."""
+        ask = functools.partial(consumer.committed, [TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                                timeout=KAFKA_TIMEOUT_S)
+        try:
+            return list(ask())
+        except KafkaException as err:
+            if err.args[0].code() != KafkaError._TIMED_OUT:
+                raise
+            log.warning("committed offsets not answered; aborting a transaction to end any offset commit "
+                        "of this producer left pending", error=str(err), partitions=len(partitions))
+            self._end_pending_offsets(consumer, partitions)
+        return list(kafka.retrying(ask))
+
+    def _end_pending_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Begin a transaction, add the group's offsets to it (values never applied) and abort it."""
+        producer = self._producer
+        assert producer is not None
+        placeholders = [TopicPartition(tp.topic, tp.partition, 0) for tp in partitions]
+        try:
+            producer.begin_transaction()
+            try:
+                self._bounded(lambda: producer.send_offsets_to_transaction(
+                    placeholders, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S))
+            finally:
+                self._bounded(lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+        except (KafkaException, ClientHung) as err:
+            # The second wait for the offsets below says whether it helped.
+            log.warning("aborting the transaction that ends pending offset commits failed", error=str(err))
 
     def _lost_outputs(self, committed: list[TopicPartition]) -> tuple[dict[Partition, list[int]], dict[Partition, int]]:
         """Per partition, the committed records below its offset whose output is not committed, and

@@ -287,3 +287,31 @@ def test_readings_past_a_lost_offset_commit_are_not_scored_again(services: Setti
         _assert_exactly_once(out.records, readings)
     finally:
         out.close()
+
+
+def test_the_abort_that_ends_pending_offset_commits_leaves_the_committed_offsets_as_they_were(
+        services: Settings) -> None:
+    """The scorer's way out of offsets blocked by its own pending offset commit: a transaction that
+    holds the group's offsets (placeholders at 0) and is aborted. The committed offsets stay as they were."""
+    settings = scorer_settings(services, unique("pending"), batch_size=50)
+    register_model(settings)
+    group = unique("g")
+    readings = fleet_readings(devices=12, cycles=range(1, 11))  # 120 readings
+    produce_readings(settings, readings)
+    Scorer(settings, group_id=group).run(max_events=len(readings))
+    before = [(tp.partition, tp.offset) for tp in _committed(settings, group)]
+    assert sum(offset for _p, offset in before) == len(readings)
+
+    scorer = Scorer(settings, group_id=group)
+    scorer._producer = scorer._open_producer()
+    consumer = kafka.consumer(settings.kafka, group)
+    try:
+        partitions = [TopicPartition(settings.kafka.topics.readings, p) for p, _o in before]
+        scorer._end_pending_offsets(consumer, partitions)
+        assert [(tp.partition, tp.offset) for tp in scorer._committed(consumer, partitions)] == before
+        # The producer is usable afterwards: the next transaction commits.
+        scorer._producer.begin_transaction()
+        scorer._producer.commit_transaction(30)
+    finally:
+        consumer.close()
+    assert [(tp.partition, tp.offset) for tp in _committed(settings, group)] == before
