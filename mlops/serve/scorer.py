@@ -53,7 +53,7 @@ from mlops.registry.loader import LoadedModel, load_champion
 from mlops.registry.watcher import ModelWatcher
 from mlops.serve.feature_state import Partition, PartitionedWindows
 from mlops.serve.metrics import ScorerMetrics
-from mlops.serve.output_check import OutputCheck, Unverified, decode_range, encode_range
+from mlops.serve.output_check import OutputCheck, Unverified, Verdict, decode_range, encode_range
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -258,14 +258,14 @@ class Scorer:
         assert self.state is not None
         lookback = self.settings.scorer.state_lookback
         committed = self._committed(consumer, partitions)
-        lost, resume = self._lost_outputs(committed)
+        verdict = self._lost_outputs(committed)
         positions = []
         for tp in committed:
             key = (tp.topic, tp.partition)
             # What this process committed itself is authoritative too, and so are outputs past the
             # committed offset: a replay must never end below a record that already has its output,
             # even if the broker's answer lags the commit or lost it.
-            tp.offset = max(tp.offset, self._scored_until.get(key, -1), resume.get(key, -1))
+            tp.offset = max(tp.offset, self._scored_until.get(key, -1), verdict.resume.get(key, -1))
             if tp.offset < 0:  # nothing committed yet: everything is new
                 self.state.drop([key])
                 positions.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
@@ -273,7 +273,7 @@ class Scorer:
             partition = TopicPartition(tp.topic, tp.partition)
             low, _high = kafka.retrying(functools.partial(consumer.get_watermark_offsets, partition,
                                                      timeout=KAFKA_TIMEOUT_S))
-            missing = lost.get(key, [])
+            missing = verdict.missing.get(key, [])
             self.state.begin_replay(key, tp.offset, rescore=missing)
             start = min(missing, default=tp.offset)
             positions.append(TopicPartition(tp.topic, tp.partition, max(low, start - lookback)))
@@ -318,7 +318,7 @@ class Scorer:
             # The second wait for the offsets below says whether it helped.
             log.warning("aborting the transaction that ends pending offset commits failed", error=str(err))
 
-    def _lost_outputs(self, committed: list[TopicPartition]) -> tuple[dict[Partition, list[int]], dict[Partition, int]]:
+    def _lost_outputs(self, committed: list[TopicPartition]) -> Verdict:
         """Per partition, the committed records below its offset whose output is not committed, and
         where to resume if records past it already have outputs (:class:`OutputCheck`)."""
         ranges = {}
@@ -334,8 +334,8 @@ class Scorer:
             # As before the check existed: resume from the committed offsets, and say what went unchecked.
             log.error("committed readings not checked against their outputs", error=str(err),
                       partitions=",".join(f"{t}[{p}]" for t, p in sorted(ranges)))
-            return {}, {}
-        return (verdict.missing, verdict.resume) if verdict is not None else ({}, {})
+            return Verdict({}, {})
+        return verdict or Verdict({}, {})
 
     def _rewind(self) -> None:
         """Back to the committed offsets of every owned partition, rebuilding the windows on the way."""
