@@ -113,6 +113,55 @@ def test_snapshot_restore_continues_identically() -> None:
     np.testing.assert_array_equal(restored.update_and_compute(events[half:]), first.update_and_compute(events[half:]))
 
 
+def one_reading_at_a_time(spec: FeatureSpec, batches: list[list[tuple]]) -> list[np.ndarray]:
+    """The windows' features as the rule states them, reading by reading: a device's window is its
+    last ``window`` readings since its cycle last failed to rise (a reading without a cycle never
+    starts a life)."""
+    lives: dict[object, list[list[float]]] = {}
+    cycles: dict[object, int] = {}
+    out = []
+    for batch in batches:
+        windows = []
+        for device, sensors, *cycle in batch:
+            given = cycle[0] if cycle else None
+            if given is not None:
+                if device in cycles and given <= cycles[device]:
+                    lives[device] = []
+                cycles[device] = given
+            life = lives.setdefault(device, [])
+            life.append([sensors[name] for name in spec.sensors])
+            recent = life[-spec.window:]
+            windows.append([[np.nan] * len(spec.sensors)] * (spec.window - len(recent)) + recent)
+        out.append(window_features(np.array(windows)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_micro_batches_with_new_lives_and_missing_cycles_match_one_reading_at_a_time(seed: int) -> None:
+    """Batches where a device starts new lives inside the batch, repeats, reports without a cycle, or
+    shows up first with a reset: the vectorised windows match the rule applied reading by reading."""
+    rng = np.random.default_rng(seed)
+    spec = FeatureSpec(("a", "b"), int(rng.integers(1, 6)))
+    last_cycle: dict[int, int] = {}
+    batches = []
+    for _ in range(4):
+        batch: list[tuple] = []
+        for _ in range(int(rng.integers(1, 15))):
+            device = int(rng.integers(0, 4))
+            sensors = {"a": float(rng.normal()), "b": float(rng.normal())}
+            step = int(rng.choice([1, 1, 1, 0, -2]))  # mostly rising; 0 or a fall starts a new life
+            last_cycle[device] = last_cycle.get(device, 0) + step
+            kind = rng.random()
+            if kind < 0.15:
+                batch.append((device, sensors))
+            else:
+                batch.append((device, sensors, None if kind < 0.25 else last_cycle[device]))
+        batches.append(batch)
+    state = DeviceWindows(spec)
+    for batch, expected in zip(batches, one_reading_at_a_time(spec, batches), strict=True):
+        np.testing.assert_array_equal(state.update_and_compute(batch), expected)
+
+
 def test_known_values() -> None:
     """The kernel's numbers on a hand-checked window (guards against both paths being wrong alike)."""
     spec = FeatureSpec(sensors=("x",), window=3)
