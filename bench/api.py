@@ -51,10 +51,8 @@ OURS, THEIRS = "mlops api", "mlflow models serve"
 
 # ------------------------------------------------------------------------------------- the model
 
-def register(settings: Settings, max_iter: int) -> str:
-    """Train a product-family pipeline on synthetic features, register it, make it champion."""
-    import mlflow
-    import mlflow.sklearn
+def fit_model(max_iter: int) -> Any:
+    """A product-family pipeline (imputer, scaler, calibrated gradient boosting) fitted on synthetic features."""
     import pandas as pd
 
     from mlops.train.model import build_pipeline
@@ -62,7 +60,15 @@ def register(settings: Settings, max_iter: int) -> str:
     rng = np.random.default_rng(0)
     x = pd.DataFrame(rng.normal(size=(5000, len(SPEC.feature_names()))), columns=SPEC.feature_names())
     y = (x.iloc[:, 0] + rng.normal(scale=0.5, size=len(x)) > 1).astype(int).to_numpy()
-    model = build_pipeline("hist_gradient_boosting", {"max_iter": max_iter, "max_depth": 5}, seed=0).fit(x, y)
+    return build_pipeline("hist_gradient_boosting", {"max_iter": max_iter, "max_depth": 5}, seed=0).fit(x, y)
+
+
+def register(settings: Settings, max_iter: int) -> str:
+    """Train the benchmark's model (:func:`fit_model`), register it, make it champion."""
+    import mlflow
+    import mlflow.sklearn
+
+    model = fit_model(max_iter)
     use_tracking_server(settings)
     mlflow.set_experiment("bench")
     tags = {"feature_spec": json.dumps(SPEC.to_dict()), "decision_threshold": "0.5", "trigger": "manual",
