@@ -335,7 +335,7 @@ class Scorer:
             log.error("committed readings not checked against their outputs", error=str(err),
                       partitions=",".join(f"{t}[{p}]" for t, p in sorted(ranges)))
             return Verdict({}, {})
-        return verdict or Verdict({}, {})
+        return verdict if verdict is not None else Verdict({}, {})
 
     def _rewind(self) -> None:
         """Back to the committed offsets of every owned partition, rebuilding the windows on the way."""
